@@ -1,0 +1,251 @@
+//! The owned record of one log call.
+//!
+//! An [`Event`] is built on the caller's thread by the layer and then owned by
+//! the pipeline: everything an enricher or a sink may need later (span fields,
+//! thread, location) is captured at log time, because by the time the worker
+//! sees the event the caller's spans may be gone.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tracing::Level;
+
+/// A field value. Captured values keep their type: integers stay integers,
+/// floats stay floats, booleans stay booleans; `?debug` and `%display` values
+/// and strings become JSON strings. Enrichers may add any JSON value.
+pub type Value = serde_json::Value;
+
+/// The name of a field: static for fields captured from `tracing`, owned for
+/// fields added at run time.
+pub type FieldName = Cow<'static, str>;
+
+/// The keys that fapilog itself writes at the top level of a JSON line.
+/// Fields added with [`Event::insert`] under one of these names are written
+/// with a leading underscore instead, so they cannot shadow the record.
+pub const RESERVED_KEYS: &[&str] = &[
+    "timestamp",
+    "level",
+    "message",
+    "target",
+    "fields",
+    "spans",
+    "module",
+    "file",
+    "line",
+    "thread_name",
+    "thread_id",
+    "enrichment_errors",
+];
+
+/// The fields recorded on one span, in the order they were recorded.
+#[derive(Debug, Clone)]
+pub struct SpanRecord {
+    pub(crate) name: &'static str,
+    pub(crate) fields: Vec<(FieldName, Value)>,
+}
+
+impl SpanRecord {
+    /// The span's name, as given to the `span!` macro.
+    pub fn name(&self) -> &str {
+        self.name
+    }
+
+    /// The span's fields in recording order (a later `record` of a field
+    /// replaces its value in place).
+    pub fn fields(&self) -> impl Iterator<Item = (&str, &Value)> {
+        self.fields.iter().map(|(k, v)| (k.as_ref(), v))
+    }
+
+    /// The value of one field of this span.
+    pub fn field(&self, name: &str) -> Option<&Value> {
+        self.fields
+            .iter()
+            .find(|(k, _)| k.as_ref() == name)
+            .map(|(_, v)| v)
+    }
+}
+
+/// One log record, owned by the pipeline.
+///
+/// Built by the layer on the caller's thread; enriched and written on the
+/// pipeline's worker. Enrichers read it with [`Event::field`] (event fields
+/// first, then span fields from the innermost span outwards) and add to it
+/// with [`Event::insert`].
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub(crate) timestamp: SystemTime,
+    pub(crate) level: Level,
+    pub(crate) target: Cow<'static, str>,
+    pub(crate) module_path: Option<Cow<'static, str>>,
+    pub(crate) file: Option<Cow<'static, str>>,
+    pub(crate) line: Option<u32>,
+    pub(crate) message: Option<String>,
+    pub(crate) fields: Vec<(FieldName, Value)>,
+    /// Root first, leaf last.
+    pub(crate) spans: Vec<Arc<SpanRecord>>,
+    pub(crate) thread_name: Option<Arc<str>>,
+    pub(crate) thread_id: u64,
+    pub(crate) extra: Vec<(FieldName, Value)>,
+    pub(crate) errors: Vec<(FieldName, Cow<'static, str>)>,
+}
+
+impl Event {
+    /// A new event with the current time and no fields, for sinks' and
+    /// enrichers' tests and for records the application builds itself.
+    pub fn new(
+        level: Level,
+        target: impl Into<Cow<'static, str>>,
+        message: impl Into<String>,
+    ) -> Self {
+        Event {
+            timestamp: SystemTime::now(),
+            level,
+            target: target.into(),
+            module_path: None,
+            file: None,
+            line: None,
+            message: Some(message.into()),
+            fields: Vec::new(),
+            spans: Vec::new(),
+            thread_name: None,
+            thread_id: 0,
+            extra: Vec::new(),
+            errors: Vec::new(),
+        }
+    }
+
+    /// Adds an event field, as if it had been given to the log macro.
+    pub fn with_field(mut self, name: impl Into<FieldName>, value: impl Into<Value>) -> Self {
+        self.fields.push((name.into(), value.into()));
+        self
+    }
+
+    /// Adds a span (outermost first) with its fields.
+    pub fn with_span<I, K, V>(mut self, name: &'static str, fields: I) -> Self
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<FieldName>,
+        V: Into<Value>,
+    {
+        let fields = fields
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
+        self.spans.push(Arc::new(SpanRecord { name, fields }));
+        self
+    }
+
+    /// When the log call was made.
+    pub fn timestamp(&self) -> SystemTime {
+        self.timestamp
+    }
+
+    /// The event's level.
+    pub fn level(&self) -> Level {
+        self.level
+    }
+
+    /// The event's target (by default the module path of the log call).
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// The module path of the log call, when known.
+    pub fn module_path(&self) -> Option<&str> {
+        self.module_path.as_deref()
+    }
+
+    /// The source file of the log call, when known.
+    pub fn file(&self) -> Option<&str> {
+        self.file.as_deref()
+    }
+
+    /// The source line of the log call, when known.
+    pub fn line(&self) -> Option<u32> {
+        self.line
+    }
+
+    /// The formatted message, if the event had one.
+    pub fn message(&self) -> Option<&str> {
+        self.message.as_deref()
+    }
+
+    /// The event's own fields (not span fields), in the order given.
+    pub fn fields(&self) -> impl Iterator<Item = (&str, &Value)> {
+        self.fields.iter().map(|(k, v)| (k.as_ref(), v))
+    }
+
+    /// The spans in scope at the log call, outermost first.
+    pub fn spans(&self) -> impl DoubleEndedIterator<Item = &SpanRecord> {
+        self.spans.iter().map(|s| s.as_ref())
+    }
+
+    /// Looks a field up by name: the event's own fields first, then the
+    /// fields of the spans in scope from the innermost outwards, then the
+    /// fields added by enrichers. This is how a lookup finds its key: a
+    /// `user_id` recorded on a request span is found for every event logged
+    /// inside that span.
+    pub fn field(&self, name: &str) -> Option<&Value> {
+        if let Some((_, v)) = self.fields.iter().find(|(k, _)| k.as_ref() == name) {
+            return Some(v);
+        }
+        for span in self.spans.iter().rev() {
+            if let Some(v) = span.field(name) {
+                return Some(v);
+            }
+        }
+        self.extra
+            .iter()
+            .find(|(k, _)| k.as_ref() == name)
+            .map(|(_, v)| v)
+    }
+
+    /// The name of the thread the log call was made on, if it had one.
+    pub fn thread_name(&self) -> Option<&str> {
+        self.thread_name.as_deref()
+    }
+
+    /// The id of the thread the log call was made on (the number in
+    /// `std::thread::ThreadId`'s debug form).
+    pub fn thread_id(&self) -> u64 {
+        self.thread_id
+    }
+
+    /// Adds or replaces a top-level field of the written record. This is
+    /// what enrichers call. A name that collides with one of
+    /// [`RESERVED_KEYS`] is written with a leading underscore.
+    pub fn insert(&mut self, name: impl Into<FieldName>, value: impl Into<Value>) {
+        let mut name = name.into();
+        if RESERVED_KEYS.contains(&name.as_ref()) {
+            name = Cow::Owned(format!("_{name}"));
+        }
+        let value = value.into();
+        if let Some(slot) = self.extra.iter_mut().find(|(k, _)| *k == name) {
+            slot.1 = value;
+        } else {
+            self.extra.push((name, value));
+        }
+    }
+
+    /// The top-level fields added by enrichers, in insertion order.
+    pub fn inserted(&self) -> impl Iterator<Item = (&str, &Value)> {
+        self.extra.iter().map(|(k, v)| (k.as_ref(), v))
+    }
+
+    /// Records that an enricher could not add its fields to this event,
+    /// and why (`"timeout"`, `"circuit_open"`, an error message). Written
+    /// under `enrichment_errors`.
+    pub fn add_enrichment_error(
+        &mut self,
+        enricher: impl Into<FieldName>,
+        reason: impl Into<Cow<'static, str>>,
+    ) {
+        self.errors.push((enricher.into(), reason.into()));
+    }
+
+    /// The enrichment errors recorded on this event.
+    pub fn enrichment_errors(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.errors.iter().map(|(k, v)| (k.as_ref(), v.as_ref()))
+    }
+}

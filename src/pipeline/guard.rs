@@ -1,0 +1,76 @@
+//! The handle that keeps the pipeline alive and shuts it down.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::Shared;
+use crate::stats::{ShutdownReport, Stats};
+
+/// Keeps the pipeline running; shut it down with [`Guard::shutdown`] (or
+/// [`Guard::shutdown_blocking`] from synchronous code) to drain every queued
+/// event, flush the sinks and get a report.
+///
+/// Dropping the guard does the same, waiting at most the drop timeout
+/// (default 5 s). In async code prefer `shutdown().await`: a drop blocks the
+/// current thread while it waits.
+#[must_use = "dropping the guard shuts the pipeline down"]
+pub struct Guard {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) shutdown_timeout: Duration,
+    pub(crate) drop_timeout: Duration,
+    pub(crate) finished: bool,
+}
+
+impl fmt::Debug for Guard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Guard")
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Guard {
+    /// A snapshot of the pipeline's counters.
+    pub fn stats(&self) -> Stats {
+        self.shared.stats()
+    }
+
+    /// Stops intake (later log calls are counted as dropped), drains every
+    /// event queued before the call through enrichers and sinks, flushes the
+    /// sinks and reports. Waits at most the shutdown timeout (default 30 s);
+    /// past it the report says `timed_out` and counts what was left as
+    /// dropped.
+    pub async fn shutdown(mut self) -> ShutdownReport {
+        self.finished = true;
+        self.shared.queue.close();
+        match self.shared.done.wait(self.shutdown_timeout).await {
+            Some(r) => r,
+            None => self.shared.report(true),
+        }
+    }
+
+    /// [`Guard::shutdown`] for synchronous code. Do not call it on a
+    /// current-thread runtime that also runs the pipeline's worker: use
+    /// `shutdown().await` there.
+    pub fn shutdown_blocking(mut self) -> ShutdownReport {
+        self.finished = true;
+        self.close_and_wait(self.shutdown_timeout)
+    }
+
+    fn close_and_wait(&self, timeout: Duration) -> ShutdownReport {
+        self.shared.queue.close();
+        match self.shared.done.wait_blocking(timeout) {
+            Some(r) => r,
+            None => self.shared.report(true),
+        }
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if !self.finished {
+            let _ = self.close_and_wait(self.drop_timeout);
+        }
+    }
+}

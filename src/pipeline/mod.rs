@@ -1,0 +1,119 @@
+//! The pipeline: bounded queue, worker, guard and builder.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+
+use tokio::sync::Notify;
+
+use crate::stats::{ShutdownReport, SinkCounters, Stats};
+
+mod builder;
+mod guard;
+pub(crate) mod queue;
+mod worker;
+
+pub use builder::Builder;
+pub use guard::Guard;
+
+/// What a log call does when the queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Overflow {
+    /// Wait for room, up to the block timeout, then drop (counted). A log
+    /// call on a current-thread runtime that also runs the worker never
+    /// waits: it drops at once, since waiting could not make room. Once a
+    /// wait has timed out, later calls drop at once until the worker makes
+    /// progress again, so a stuck sink costs one timeout, not one per call.
+    #[default]
+    Block,
+    /// Drop the event being logged (counted).
+    DropNewest,
+    /// Make room by dropping the oldest queued event (counted).
+    DropOldest,
+}
+
+/// State shared by the layer, the worker and the guard.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) queue: Arc<queue::Queue>,
+    pub(crate) emitted: AtomicU64,
+    pub(crate) enricher_panics: AtomicU64,
+    pub(crate) sinks: Vec<SinkCounters>,
+    pub(crate) done: Done,
+}
+
+impl Shared {
+    pub(crate) fn stats(&self) -> Stats {
+        let sinks: Vec<_> = self.sinks.iter().map(|s| s.snapshot()).collect();
+        let queue_depth = self.queue.len();
+        Stats {
+            enqueued: self.queue.popped() + queue_depth as u64 + self.queue.displaced(),
+            emitted: self.emitted.load(Ordering::Relaxed),
+            dropped: self.queue.dropped(),
+            queue_depth,
+            queue_capacity: self.queue.capacity(),
+            sink_failures: sinks.iter().map(|s| s.failures).sum(),
+            enricher_panics: self.enricher_panics.load(Ordering::Relaxed),
+            sinks,
+        }
+    }
+
+    pub(crate) fn report(&self, timed_out: bool) -> ShutdownReport {
+        let s = self.stats();
+        ShutdownReport {
+            emitted: s.emitted,
+            // Whatever is still queued (a deadline passed) will not be written.
+            dropped: s.dropped + s.queue_depth as u64,
+            sink_failures: s.sink_failures,
+            enricher_panics: s.enricher_panics,
+            timed_out,
+        }
+    }
+}
+
+/// The worker's final report, awaited by async and blocking callers alike.
+#[derive(Debug, Default)]
+pub(crate) struct Done {
+    report: Mutex<Option<ShutdownReport>>,
+    cv: Condvar,
+    notify: Notify,
+}
+
+impl Done {
+    pub(crate) fn publish(&self, report: ShutdownReport) {
+        *self.report.lock().unwrap_or_else(|e| e.into_inner()) = Some(report);
+        self.cv.notify_all();
+        self.notify.notify_waiters();
+    }
+
+    fn get(&self) -> Option<ShutdownReport> {
+        self.report
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn wait_blocking(&self, timeout: std::time::Duration) -> Option<ShutdownReport> {
+        let guard = self.report.lock().unwrap_or_else(|e| e.into_inner());
+        let (guard, _) = self
+            .cv
+            .wait_timeout_while(guard, timeout, |r| r.is_none())
+            .unwrap_or_else(|e| e.into_inner());
+        guard.clone()
+    }
+
+    pub(crate) async fn wait(&self, timeout: std::time::Duration) -> Option<ShutdownReport> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(r) = self.get() {
+                return Some(r);
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.get();
+            }
+        }
+    }
+}

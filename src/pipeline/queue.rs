@@ -1,0 +1,259 @@
+//! The bounded queue between the log call and the worker.
+//!
+//! A lock-free `crossbeam` array queue holds the events: its `push` never
+//! blocks and its `force_push` gives drop-oldest for free, which a
+//! `tokio::sync::mpsc` channel cannot. The worker sleeps on a `Notify` that
+//! producers only touch when the worker has said it is about to sleep, so the
+//! common log call costs one queue push and one relaxed-cost flag read.
+//! Producers that must wait for room (the `Block` policy) sleep on a condvar
+//! with a deadline, so a log call can stall but never hang.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use crossbeam_queue::ArrayQueue;
+use crossbeam_utils::Backoff;
+use tokio::sync::Notify;
+
+use crate::event::Event;
+use crate::pipeline::Overflow;
+
+pub(crate) struct Queue {
+    q: ArrayQueue<Event>,
+    policy: Overflow,
+    block_timeout: Duration,
+    /// The worker runs on the application's runtime: a log call made on a
+    /// current-thread runtime must not block for room, since the worker may
+    /// need that very thread to make room.
+    worker_on_app_runtime: bool,
+    closed: AtomicBool,
+    dropped: AtomicU64,
+    displaced: AtomicU64,
+    popped: AtomicU64,
+    /// `popped` when a producer last gave up waiting; while the worker has
+    /// made no progress since, producers drop at once instead of waiting.
+    stalled_at: AtomicU64,
+    consumer_sleeping: AtomicBool,
+    consumer: Notify,
+    producers_waiting: AtomicUsize,
+    space_lock: Mutex<()>,
+    space: Condvar,
+}
+
+impl std::fmt::Debug for Queue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue")
+            .field("len", &self.len())
+            .field("capacity", &self.capacity())
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Queue {
+    pub(crate) fn new(
+        capacity: usize,
+        policy: Overflow,
+        block_timeout: Duration,
+        worker_on_app_runtime: bool,
+    ) -> Self {
+        Queue {
+            q: ArrayQueue::new(capacity.max(1)),
+            policy,
+            block_timeout,
+            worker_on_app_runtime,
+            closed: AtomicBool::new(false),
+            dropped: AtomicU64::new(0),
+            displaced: AtomicU64::new(0),
+            popped: AtomicU64::new(0),
+            stalled_at: AtomicU64::new(u64::MAX),
+            consumer_sleeping: AtomicBool::new(false),
+            consumer: Notify::new(),
+            producers_waiting: AtomicUsize::new(0),
+            space_lock: Mutex::new(()),
+            space: Condvar::new(),
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.q.len()
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.q.capacity()
+    }
+
+    pub(crate) fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_dropped(&self, n: u64) {
+        self.dropped.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Events pushed out of the queue by newer ones (`DropOldest`).
+    pub(crate) fn displaced(&self) -> u64 {
+        self.displaced.load(Ordering::Relaxed)
+    }
+
+    /// Events taken off the queue by the worker so far.
+    pub(crate) fn popped(&self) -> u64 {
+        self.popped.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Stops intake: every later push is counted as dropped.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.wake_consumer_always();
+        // Producers waiting for room give up promptly.
+        let _g = self.space_lock.lock();
+        self.space.notify_all();
+    }
+
+    /// Enqueues one event according to the overflow policy. Never panics and
+    /// never waits longer than the block timeout.
+    pub(crate) fn push(&self, event: Event) {
+        if self.is_closed() {
+            self.count_dropped(1);
+            return;
+        }
+        match self.policy {
+            Overflow::DropNewest => {
+                if self.q.push(event).is_err() {
+                    self.count_dropped(1);
+                }
+            }
+            Overflow::DropOldest => {
+                if self.q.force_push(event).is_some() {
+                    self.displaced.fetch_add(1, Ordering::Relaxed);
+                    self.count_dropped(1);
+                }
+            }
+            Overflow::Block => {
+                if let Err(event) = self.q.push(event) {
+                    self.push_slow(event);
+                }
+            }
+        }
+        self.wake_consumer();
+    }
+
+    fn push_slow(&self, event: Event) {
+        // Make sure the worker knows there is work before we wait on it.
+        self.wake_consumer_always();
+        let may_block = !self.worker_on_app_runtime
+            || match tokio::runtime::Handle::try_current() {
+                Ok(h) => h.runtime_flavor() != tokio::runtime::RuntimeFlavor::CurrentThread,
+                Err(_) => true,
+            };
+        if !may_block || self.stalled_at.load(Ordering::Relaxed) == self.popped() {
+            self.count_dropped(1);
+            return;
+        }
+        let on_app_multi_thread =
+            self.worker_on_app_runtime && tokio::runtime::Handle::try_current().is_ok();
+        if on_app_multi_thread {
+            // Hand this runtime thread's other tasks (possibly the worker) to
+            // another thread while we wait.
+            tokio::task::block_in_place(|| self.wait_for_room(event));
+        } else {
+            self.wait_for_room(event);
+        }
+    }
+
+    fn wait_for_room(&self, mut event: Event) {
+        let deadline = Instant::now() + self.block_timeout;
+        let backoff = Backoff::new();
+        loop {
+            match self.q.push(event) {
+                Ok(()) => return,
+                Err(e) => event = e,
+            }
+            if self.is_closed() {
+                self.count_dropped(1);
+                return;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                self.stalled_at.store(self.popped(), Ordering::Relaxed);
+                self.count_dropped(1);
+                return;
+            }
+            if !backoff.is_completed() {
+                backoff.snooze();
+                continue;
+            }
+            let guard = self.space_lock.lock().unwrap_or_else(|e| e.into_inner());
+            self.producers_waiting.fetch_add(1, Ordering::SeqCst);
+            fence(Ordering::SeqCst);
+            if self.q.is_full() && !self.is_closed() {
+                let wait = (deadline - now).min(Duration::from_millis(10));
+                let _unused = self.space.wait_timeout(guard, wait);
+            } else {
+                drop(guard);
+            }
+            self.producers_waiting.fetch_sub(1, Ordering::SeqCst);
+            self.wake_consumer_always();
+        }
+    }
+
+    fn wake_consumer(&self) {
+        fence(Ordering::SeqCst);
+        if self.consumer_sleeping.load(Ordering::Relaxed) {
+            self.wake_consumer_always();
+        }
+    }
+
+    fn wake_consumer_always(&self) {
+        if self.consumer_sleeping.swap(false, Ordering::SeqCst) {
+            self.consumer.notify_one();
+        }
+    }
+
+    /// Takes up to `max` events, in order, into `out`. Returns how many.
+    pub(crate) fn pop_into(&self, out: &mut Vec<Event>, max: usize) -> usize {
+        let mut n = 0;
+        while n < max {
+            match self.q.pop() {
+                Some(e) => {
+                    out.push(e);
+                    n += 1;
+                }
+                None => break,
+            }
+        }
+        if n > 0 {
+            self.popped.fetch_add(n as u64, Ordering::Relaxed);
+            fence(Ordering::SeqCst);
+            if self.producers_waiting.load(Ordering::SeqCst) > 0 {
+                let _g = self.space_lock.lock();
+                self.space.notify_all();
+            }
+        }
+        n
+    }
+
+    /// Waits until the queue may hold something, the queue is closed, or
+    /// `timeout` passes. Spurious returns are fine: the caller re-checks.
+    pub(crate) async fn wait(&self, timeout: Option<Duration>) {
+        let notified = self.consumer.notified();
+        self.consumer_sleeping.store(true, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        if !self.q.is_empty() || self.is_closed() {
+            self.consumer_sleeping.store(false, Ordering::SeqCst);
+            return;
+        }
+        match timeout {
+            Some(t) => {
+                let _ = tokio::time::timeout(t, notified).await;
+            }
+            None => notified.await,
+        }
+        self.consumer_sleeping.store(false, Ordering::SeqCst);
+    }
+}

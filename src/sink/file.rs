@@ -1,0 +1,294 @@
+//! A JSON-lines file with rotation by size and by time, and retention.
+//!
+//! The active file keeps its configured name (`app.log`); a rotated file is
+//! renamed to `app.log.<UTC time of rotation>` (`app.log.20261127T080359.123456`),
+//! so names sort oldest first and nothing is renamed twice. Rotation happens
+//! only between lines: a line is never split across files.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::{Sink, SinkError, json};
+use crate::event::Event;
+
+/// When a [`FileSink`] starts a new file regardless of size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Rotation {
+    /// Only by size (or never, without a size limit).
+    #[default]
+    Never,
+    /// At the start of every UTC hour.
+    Hourly,
+    /// At every UTC midnight.
+    Daily,
+}
+
+impl Rotation {
+    fn period(self) -> Option<u64> {
+        match self {
+            Rotation::Never => None,
+            Rotation::Hourly => Some(3600),
+            Rotation::Daily => Some(86_400),
+        }
+    }
+}
+
+/// Configures a [`FileSink`].
+///
+/// | setting | default |
+/// | --- | --- |
+/// | `max_bytes` | none (no size rotation) |
+/// | `rotation` | [`Rotation::Never`] |
+/// | `keep` | 7 rotated files |
+#[derive(Debug, Clone)]
+pub struct FileSinkBuilder {
+    path: PathBuf,
+    max_bytes: Option<u64>,
+    rotation: Rotation,
+    keep: usize,
+}
+
+impl FileSinkBuilder {
+    /// Starts a new file once the active one would grow past `bytes`.
+    pub fn max_bytes(mut self, bytes: u64) -> Self {
+        self.max_bytes = Some(bytes.max(1));
+        self
+    }
+
+    /// Starts a new file at every hour or day boundary (UTC).
+    pub fn rotation(mut self, rotation: Rotation) -> Self {
+        self.rotation = rotation;
+        self
+    }
+
+    /// How many rotated files to keep; older ones are deleted.
+    pub fn keep(mut self, files: usize) -> Self {
+        self.keep = files;
+        self
+    }
+
+    pub(crate) fn path_for_errors(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    /// Opens (or creates, with its directory) the active file for appending.
+    pub fn build(self) -> io::Result<FileSink> {
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            fs::create_dir_all(dir)?;
+        }
+        let file_name = self
+            .path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "file sink path {:?} must end in a UTF-8 file name",
+                        self.path
+                    ),
+                )
+            })?
+            .to_owned();
+        let (file, size) = open_append(&self.path)?;
+        let now = SystemTime::now();
+        Ok(FileSink {
+            next_rotation: next_boundary(self.rotation, now),
+            path: self.path,
+            file_name,
+            max_bytes: self.max_bytes,
+            rotation: self.rotation,
+            keep: self.keep,
+            file,
+            size,
+            buf: Vec::with_capacity(64 * 1024),
+            line_ends: Vec::new(),
+        })
+    }
+}
+
+/// Writes JSON lines to a file, rotating and pruning as configured.
+#[derive(Debug)]
+pub struct FileSink {
+    path: PathBuf,
+    file_name: String,
+    max_bytes: Option<u64>,
+    rotation: Rotation,
+    keep: usize,
+    file: File,
+    size: u64,
+    next_rotation: Option<u64>,
+    buf: Vec<u8>,
+    line_ends: Vec<usize>,
+}
+
+impl FileSink {
+    /// Starts configuring a sink writing to `path`.
+    pub fn builder(path: impl Into<PathBuf>) -> FileSinkBuilder {
+        FileSinkBuilder {
+            path: path.into(),
+            max_bytes: None,
+            rotation: Rotation::Never,
+            keep: 7,
+        }
+    }
+
+    /// The active file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn rotate(&mut self, now: SystemTime) -> io::Result<()> {
+        self.file.flush()?;
+        let mut stamp = String::with_capacity(22);
+        let ts = json::rfc3339(now);
+        // 2026-11-27T08:03:59.123456Z -> 20261127T080359.123456
+        for c in ts.chars().filter(|c| !matches!(c, '-' | ':' | 'Z')) {
+            stamp.push(c);
+        }
+        let dir = self.dir();
+        let mut target = dir.join(format!("{}.{stamp}", self.file_name));
+        let mut n = 1;
+        while target.exists() {
+            target = dir.join(format!("{}.{stamp}.{n}", self.file_name));
+            n += 1;
+        }
+        fs::rename(&self.path, &target)?;
+        let (file, size) = open_append(&self.path)?;
+        self.file = file;
+        self.size = size;
+        self.prune()
+    }
+
+    fn dir(&self) -> PathBuf {
+        match self.path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        }
+    }
+
+    fn prune(&self) -> io::Result<()> {
+        let prefix = format!("{}.", self.file_name);
+        let mut rotated: Vec<(RotatedKey, String)> = fs::read_dir(self.dir())?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter_map(|n| {
+                let key = rotated_key(n.strip_prefix(&prefix)?)?;
+                Some((key, n))
+            })
+            .collect();
+        if rotated.len() <= self.keep {
+            return Ok(());
+        }
+        rotated.sort();
+        let excess = rotated.len() - self.keep;
+        let dir = self.dir();
+        for (_, name) in &rotated[..excess] {
+            fs::remove_file(dir.join(name))?;
+        }
+        Ok(())
+    }
+}
+
+/// (timestamp, collision suffix) of a rotated file's name after the prefix.
+type RotatedKey = (String, u64);
+
+fn rotated_key(rest: &str) -> Option<RotatedKey> {
+    // 20261127T080359.123456 or 20261127T080359.123456.3
+    let stamp = rest.get(..22)?;
+    let valid = stamp.bytes().enumerate().all(|(i, b)| match i {
+        8 => b == b'T',
+        15 => b == b'.',
+        _ => b.is_ascii_digit(),
+    });
+    if !valid {
+        return None;
+    }
+    let n = match &rest[22..] {
+        "" => 0,
+        suffix => suffix.strip_prefix('.')?.parse().ok()?,
+    };
+    Some((stamp.to_owned(), n))
+}
+
+fn open_append(path: &Path) -> io::Result<(File, u64)> {
+    let file = OpenOptions::new().create(true).append(true).open(path)?;
+    let size = file.metadata()?.len();
+    Ok((file, size))
+}
+
+fn next_boundary(rotation: Rotation, now: SystemTime) -> Option<u64> {
+    let period = rotation.period()?;
+    let secs = now
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs();
+    Some((secs / period + 1) * period)
+}
+
+impl Sink for FileSink {
+    fn name(&self) -> &str {
+        "file"
+    }
+
+    async fn write_batch(&mut self, events: &[Event]) -> Result<(), SinkError> {
+        let now = SystemTime::now();
+        if let Some(at) = self.next_rotation {
+            let secs = now
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or(Duration::ZERO)
+                .as_secs();
+            if secs >= at {
+                if self.size > 0 {
+                    self.rotate(now)?;
+                }
+                self.next_rotation = next_boundary(self.rotation, now);
+            }
+        }
+        self.buf.clear();
+        self.line_ends.clear();
+        for e in events {
+            json::write_event(&mut self.buf, e);
+            self.line_ends.push(self.buf.len());
+        }
+        let Some(max) = self.max_bytes else {
+            self.file.write_all(&self.buf)?;
+            self.size += self.buf.len() as u64;
+            return Ok(());
+        };
+        // Write runs of whole lines that fit, rotating between them.
+        let mut start = 0;
+        let mut next_line = 0;
+        while start < self.buf.len() {
+            let room = max.saturating_sub(self.size) as usize;
+            let mut end = start;
+            let mut i = next_line;
+            while i < self.line_ends.len() && self.line_ends[i] - start <= room {
+                end = self.line_ends[i];
+                i += 1;
+            }
+            if end == start {
+                if self.size > 0 {
+                    self.rotate(SystemTime::now())?;
+                    continue;
+                }
+                // A single line larger than the limit goes alone into a file.
+                end = self.line_ends[next_line];
+                i = next_line + 1;
+            }
+            self.file.write_all(&self.buf[start..end])?;
+            self.size += (end - start) as u64;
+            start = end;
+            next_line = i;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), SinkError> {
+        self.file.flush()?;
+        Ok(())
+    }
+}

@@ -1,0 +1,135 @@
+//! Where events end up.
+//!
+//! A [`Sink`] receives events in batches, in the order they were logged, on
+//! the pipeline's worker. Sinks run side by side: one that fails (or panics)
+//! has its failure counted and does not stop the others or lose their events.
+//!
+//! Built in: [`StdoutSink`] (JSON lines or a human format) and [`FileSink`]
+//! (JSON lines with size- and time-based rotation and retention).
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::event::Event;
+
+mod file;
+pub(crate) mod json;
+mod pretty;
+mod stdout;
+
+pub use file::{FileSink, FileSinkBuilder, Rotation};
+pub use stdout::{StdoutFormat, StdoutSink};
+
+/// A destination for events.
+///
+/// Implement it with `async fn`s:
+///
+/// ```
+/// use fapilog::{Event, Sink, SinkError};
+///
+/// struct CountingSink(usize);
+///
+/// impl Sink for CountingSink {
+///     fn name(&self) -> &str { "counting" }
+///     async fn write_batch(&mut self, events: &[Event]) -> Result<(), SinkError> {
+///         self.0 += events.len();
+///         Ok(())
+///     }
+/// }
+/// ```
+pub trait Sink: Send + 'static {
+    /// A short name used in stats and error reports.
+    fn name(&self) -> &str;
+
+    /// Writes a batch of events, in order. An error counts the batch as a
+    /// sink failure; the pipeline carries on.
+    fn write_batch(
+        &mut self,
+        events: &[Event],
+    ) -> impl Future<Output = Result<(), SinkError>> + Send;
+
+    /// Makes everything written so far durable or visible. Called after the
+    /// last batch at shutdown and whenever the queue runs empty.
+    fn flush(&mut self) -> impl Future<Output = Result<(), SinkError>> + Send {
+        async { Ok(()) }
+    }
+}
+
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Object-safe form of [`Sink`], so the pipeline can hold a list of them.
+pub(crate) trait DynSink: Send {
+    fn name(&self) -> &str;
+    fn write_batch<'a>(&'a mut self, events: &'a [Event]) -> BoxFuture<'a, Result<(), SinkError>>;
+    fn flush(&mut self) -> BoxFuture<'_, Result<(), SinkError>>;
+}
+
+impl<S: Sink> DynSink for S {
+    fn name(&self) -> &str {
+        Sink::name(self)
+    }
+    fn write_batch<'a>(&'a mut self, events: &'a [Event]) -> BoxFuture<'a, Result<(), SinkError>> {
+        Box::pin(Sink::write_batch(self, events))
+    }
+    fn flush(&mut self) -> BoxFuture<'_, Result<(), SinkError>> {
+        Box::pin(Sink::flush(self))
+    }
+}
+
+/// A sink's failure to write or flush.
+pub struct SinkError {
+    message: String,
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl SinkError {
+    /// An error with a message only.
+    pub fn msg(message: impl Into<String>) -> Self {
+        SinkError {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// An error caused by another error.
+    pub fn new(
+        message: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        SinkError {
+            message: message.into(),
+            source: Some(source.into()),
+        }
+    }
+}
+
+impl From<std::io::Error> for SinkError {
+    fn from(e: std::io::Error) -> Self {
+        SinkError::new("i/o error", e)
+    }
+}
+
+impl fmt::Debug for SinkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl fmt::Display for SinkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)?;
+        if let Some(s) = &self.source {
+            write!(f, ": {s}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for SinkError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_ref()
+            .map(|s| s.as_ref() as &(dyn std::error::Error + 'static))
+    }
+}

@@ -1,0 +1,128 @@
+//! The human format: `TIMESTAMP LEVEL target: message key=value … span{…}`.
+
+use std::fmt::Write as _;
+
+use tracing::Level;
+
+use super::json;
+use crate::event::{Event, Value};
+
+const RESET: &str = "\x1b[0m";
+const DIM: &str = "\x1b[2m";
+const BOLD: &str = "\x1b[1m";
+
+fn level_color(level: Level) -> &'static str {
+    match level {
+        Level::ERROR => "\x1b[31m",
+        Level::WARN => "\x1b[33m",
+        Level::INFO => "\x1b[32m",
+        Level::DEBUG => "\x1b[34m",
+        Level::TRACE => "\x1b[35m",
+    }
+}
+
+pub(crate) fn write_event(buf: &mut Vec<u8>, e: &Event, color: bool) {
+    let mut s = String::with_capacity(128);
+    let (dim, bold, reset) = if color {
+        (DIM, BOLD, RESET)
+    } else {
+        ("", "", "")
+    };
+    let mut ts = Vec::with_capacity(27);
+    json::write_rfc3339(&mut ts, e.timestamp);
+    s.push_str(dim);
+    s.push_str(std::str::from_utf8(&ts).unwrap_or(""));
+    s.push_str(reset);
+    s.push(' ');
+    if color {
+        s.push_str(level_color(e.level));
+    }
+    let _ = write!(s, "{:>5}", e.level.as_str());
+    s.push_str(reset);
+    s.push(' ');
+    for span in e.spans() {
+        s.push_str(bold);
+        s.push_str(span.name());
+        s.push_str(reset);
+        let mut first = true;
+        for (k, v) in span.fields() {
+            s.push(if first { '{' } else { ' ' });
+            first = false;
+            push_kv(&mut s, k, v, "", "");
+        }
+        if !first {
+            s.push('}');
+        }
+        s.push(':');
+    }
+    if !e.spans.is_empty() {
+        s.push(' ');
+    }
+    s.push_str(dim);
+    s.push_str(e.target());
+    s.push(':');
+    s.push_str(reset);
+    s.push(' ');
+    if let Some(m) = e.message() {
+        s.push_str(m);
+    }
+    for (k, v) in e.fields().chain(e.inserted()) {
+        s.push(' ');
+        push_kv(&mut s, k, v, dim, reset);
+    }
+    let mut errors = e.enrichment_errors().peekable();
+    if errors.peek().is_some() {
+        s.push_str(" enrichment_errors={");
+        for (i, (k, v)) in errors.enumerate() {
+            if i > 0 {
+                s.push(' ');
+            }
+            let _ = write!(s, "{k}={v}");
+        }
+        s.push('}');
+    }
+    s.push('\n');
+    buf.extend_from_slice(s.as_bytes());
+}
+
+fn push_kv(s: &mut String, k: &str, v: &Value, dim: &str, reset: &str) {
+    s.push_str(dim);
+    s.push_str(k);
+    s.push('=');
+    s.push_str(reset);
+    match v {
+        Value::String(text) => {
+            let _ = write!(s, "{text:?}");
+        }
+        other => {
+            let _ = write!(s, "{other}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_line_has_no_escape_codes() {
+        let e = Event::new(Level::INFO, "app", "hello")
+            .with_field("n", 1)
+            .with_span("req", [("id", "a")]);
+        let mut buf = Vec::new();
+        write_event(&mut buf, &e, false);
+        let line = String::from_utf8(buf).unwrap();
+        assert!(!line.contains('\x1b'));
+        assert!(
+            line.ends_with("INFO req{id=\"a\"}: app: hello n=1\n"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn coloured_line_has_escape_codes() {
+        let mut buf = Vec::new();
+        write_event(&mut buf, &Event::new(Level::ERROR, "app", "x"), true);
+        assert!(String::from_utf8(buf).unwrap().contains("\x1b[31m"));
+    }
+}

@@ -1,0 +1,93 @@
+//! Counters a running pipeline keeps, as plain snapshots.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A snapshot of the pipeline's counters, from [`Guard::stats`](crate::Guard::stats).
+///
+/// Once the pipeline has shut down, every event logged is either `emitted`
+/// or `dropped`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Events accepted into the queue (including ones later pushed out by
+    /// [`Overflow::DropOldest`](crate::Overflow::DropOldest)).
+    pub enqueued: u64,
+    /// Events handed to the sinks.
+    pub emitted: u64,
+    /// Events that will never be written: queue full, pushed out by a newer
+    /// event, or logged after shutdown.
+    pub dropped: u64,
+    /// Events waiting in the queue now.
+    pub queue_depth: usize,
+    /// The queue's capacity.
+    pub queue_capacity: usize,
+    /// Batch writes or flushes that failed, over all sinks.
+    pub sink_failures: u64,
+    /// Sync enricher calls that panicked (the event was still written).
+    pub enricher_panics: u64,
+    /// Per-sink detail, in the order the sinks were added.
+    pub sinks: Vec<SinkStats>,
+}
+
+/// One sink's counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SinkStats {
+    /// The sink's name.
+    pub name: String,
+    /// Failed writes and flushes.
+    pub failures: u64,
+    /// The last failure's message.
+    pub last_error: Option<String>,
+}
+
+/// What [`Guard::shutdown`](crate::Guard::shutdown) accomplished.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ShutdownReport {
+    /// Events handed to the sinks over the pipeline's life.
+    pub emitted: u64,
+    /// Events never written, over the pipeline's life (including any still
+    /// queued when a shutdown deadline passed).
+    pub dropped: u64,
+    /// Failed sink writes and flushes.
+    pub sink_failures: u64,
+    /// Sync enricher panics.
+    pub enricher_panics: u64,
+    /// The deadline passed before the queue was drained.
+    pub timed_out: bool,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct SinkCounters {
+    pub(crate) name: String,
+    pub(crate) failures: AtomicU64,
+    pub(crate) last_error: Mutex<Option<String>>,
+}
+
+impl SinkCounters {
+    pub(crate) fn new(name: &str) -> Self {
+        SinkCounters {
+            name: name.to_owned(),
+            ..Default::default()
+        }
+    }
+
+    pub(crate) fn fail(&self, message: String) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(message);
+    }
+
+    pub(crate) fn snapshot(&self) -> SinkStats {
+        SinkStats {
+            name: self.name.clone(),
+            failures: self.failures.load(Ordering::Relaxed),
+            last_error: self
+                .last_error
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        }
+    }
+}
