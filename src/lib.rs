@@ -79,6 +79,7 @@
 
 pub mod config;
 pub mod enrich;
+pub mod resilience;
 mod error;
 mod event;
 mod layer;

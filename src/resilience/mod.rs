@@ -1,0 +1,1 @@
+//! Resilience for calls to other systems: circuit breaking (and, later, caching).
