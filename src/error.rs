@@ -25,6 +25,15 @@ enum Kind {
         source: std::io::Error,
     },
     Config(ConfigError),
+    Enricher {
+        name: String,
+        reason: String,
+    },
+    Required {
+        name: String,
+        error: String,
+    },
+    Startup(String),
 }
 
 impl InitError {
@@ -57,6 +66,28 @@ impl InitError {
                 sink: sink.to_owned(),
                 source,
             },
+        }
+    }
+
+    pub(crate) fn enricher(name: &str, reason: impl fmt::Display) -> Self {
+        InitError {
+            kind: Kind::Enricher {
+                name: name.to_owned(),
+                reason: reason.to_string(),
+            },
+        }
+    }
+    pub(crate) fn required(name: &str, error: &str) -> Self {
+        InitError {
+            kind: Kind::Required {
+                name: name.to_owned(),
+                error: error.to_owned(),
+            },
+        }
+    }
+    pub(crate) fn startup(reason: impl fmt::Display) -> Self {
+        InitError {
+            kind: Kind::Startup(reason.to_string()),
         }
     }
 
@@ -95,6 +126,14 @@ impl fmt::Display for InitError {
             Kind::Runtime(e) => write!(f, "could not start the pipeline's worker thread: {e}"),
             Kind::Sink { sink, source } => write!(f, "could not open sink `{sink}`: {source}"),
             Kind::Config(e) => fmt::Display::fmt(e, f),
+            Kind::Enricher { name, reason } => {
+                write!(f, "invalid async enricher setup for {name}: {reason}")
+            }
+            Kind::Required { name, error } => write!(
+                f,
+                "required enricher `{name}` failed to start: {error}; fix the dependency, or drop `required()` to start without it and retry in the background"
+            ),
+            Kind::Startup(r) => write!(f, "the pipeline did not start: {r}"),
         }
     }
 }

@@ -8,6 +8,9 @@
 use std::borrow::Cow;
 use std::cell::Cell;
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -91,6 +94,26 @@ pub(crate) fn suppressed<R>(f: impl FnOnce() -> R) -> R {
     }
     let _restore = Restore(prev);
     f()
+}
+
+/// Polls a future with capture suppressed on the polling thread, so a task
+/// of the pipeline's running on an application runtime is not captured.
+pub(crate) struct Suppressed<F>(pub(crate) Pin<Box<F>>);
+
+impl<F: Future> Future for Suppressed<F> {
+    type Output = F::Output;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        let inner = self.0.as_mut();
+        suppressed(|| inner.poll(cx))
+    }
+}
+
+/// Spawns a pipeline task on the current runtime, capture suppressed.
+pub(crate) fn spawn_suppressed<F>(f: F)
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    tokio::spawn(Suppressed(Box::pin(f)));
 }
 
 fn is_suppressed() -> bool {

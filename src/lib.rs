@@ -83,6 +83,7 @@ pub mod resilience;
 mod error;
 mod event;
 mod layer;
+pub mod metrics;
 mod pipeline;
 pub mod sink;
 mod stats;

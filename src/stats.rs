@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 ///
 /// Once the pipeline has shut down, every event logged is either `emitted`
 /// or `dropped`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct Stats {
     /// Events accepted into the queue (including ones later pushed out by
@@ -28,6 +28,8 @@ pub struct Stats {
     pub enricher_panics: u64,
     /// Per-sink detail, in the order the sinks were added.
     pub sinks: Vec<SinkStats>,
+    /// Per-async-enricher counters and latency, in declared order.
+    pub enrichers: Vec<crate::metrics::EnricherStats>,
 }
 
 /// One sink's counters.

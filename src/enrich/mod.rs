@@ -1,11 +1,22 @@
 //! Enrichers add context to events on the worker, never on the caller.
 //!
+//! [`AsyncEnricher`]s do I/O (databases, HTTP APIs, Redis) with a lifecycle,
+//! timeouts, a circuit breaker and metrics; see their module docs.
 //! [`Enricher`]s are synchronous and cheap (a hostname, a process id, fields
 //! computed from the event itself). They run in the order they were added.
 //! An enricher that panics does not lose the event: the event is written as
 //! it stands and the panic is counted in [`Stats::enricher_panics`](crate::Stats).
 
 use crate::event::{Event, FieldName, Value};
+
+mod async_enricher;
+pub(crate) mod lifecycle;
+mod lookup;
+pub(crate) mod stage;
+
+pub use async_enricher::{AsyncEnricher, CallError, EnrichContext, EnrichError, Patch};
+pub use lifecycle::{EnricherHealth, EnricherOptions, HealthStatus};
+pub use lookup::{Found, Key, Lookup, LookupEnricher, LookupEnricherBuilder};
 
 /// A synchronous enricher. Closures `Fn(&mut Event)` are enrichers too:
 ///

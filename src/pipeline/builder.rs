@@ -1,27 +1,26 @@
 //! Configures and starts a pipeline.
 
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tracing::Subscriber;
-use tracing_subscriber::Layer;
+use tracing_subscriber::{Layer, Registry};
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
 
 use super::queue::Queue;
 use super::worker::Worker;
-use super::{Done, Guard, Overflow, Shared};
+use super::{Guard, Overflow, Shared, Signal};
 use crate::config::{Settings, parse_filter};
-use crate::enrich::{Enricher, Hostname, Pid, StaticFields};
+use crate::enrich::lifecycle::{EnricherHandle, EnricherOptions, LifecycleConfig};
+use crate::enrich::stage::{AsyncSlot, Stage, Step, plan};
+use crate::enrich::{AsyncEnricher, Enricher, Hostname, Pid, StaticFields};
 use crate::error::InitError;
 use crate::event::{FieldName, Value};
-use crate::layer::{FapilogLayer, mark_pipeline_thread, suppressed};
+use crate::layer::{FapilogLayer, Suppressed, mark_pipeline_thread};
 use crate::sink::{DynSink, FileSinkBuilder, Sink, StdoutSink};
 use crate::stats::SinkCounters;
 
@@ -63,7 +62,11 @@ pub struct Builder {
     static_fields: StaticFields,
     hostname: bool,
     pid: bool,
-    enrichers: Vec<Box<dyn Enricher>>,
+    steps: Vec<Step>,
+    deferred_error: Option<InitError>,
+    enrich_deadline: Duration,
+    record_errors: bool,
+    lifecycle: LifecycleConfig,
     sinks: Vec<SinkSpec>,
     runtime: Option<tokio::runtime::Handle>,
     bridge_log: bool,
@@ -76,7 +79,7 @@ impl fmt::Debug for Builder {
             .field("capacity", &self.capacity)
             .field("overflow", &self.overflow)
             .field("batch_size", &self.batch_size)
-            .field("enrichers", &self.enrichers.len())
+            .field("enrichers", &self.steps.len())
             .field("sinks", &self.sinks.len())
             .finish_non_exhaustive()
     }
@@ -97,7 +100,17 @@ impl Default for Builder {
             static_fields: StaticFields::new(),
             hostname: false,
             pid: false,
-            enrichers: Vec::new(),
+            steps: Vec::new(),
+            deferred_error: None,
+            enrich_deadline: Duration::from_secs(1),
+            record_errors: true,
+            lifecycle: LifecycleConfig {
+                startup_timeout: Duration::from_secs(10),
+                health_interval: Duration::from_secs(30),
+                shutdown_timeout: Duration::from_secs(5),
+                retry_min: Duration::from_millis(500),
+                retry_max: Duration::from_secs(60),
+            },
             sinks: Vec::new(),
             runtime: None,
             bridge_log: true,
@@ -195,9 +208,72 @@ impl Builder {
         self
     }
 
-    /// Adds a sync enricher; enrichers run in the order added.
+    /// Adds a sync enricher; enrichers (sync and async) run in the order
+    /// added.
     pub fn enricher(mut self, enricher: impl Enricher) -> Self {
-        self.enrichers.push(Box::new(enricher));
+        self.steps.push(Step::Sync(Box::new(enricher)));
+        self
+    }
+
+    /// Adds an async enricher with default [`EnricherOptions`].
+    pub fn async_enricher(self, enricher: impl AsyncEnricher) -> Self {
+        self.async_enricher_with(enricher, EnricherOptions::default())
+    }
+
+    /// Adds an async enricher with its options (timeout, dependencies,
+    /// `required`, circuit breaker).
+    pub fn async_enricher_with(mut self, enricher: impl AsyncEnricher, options: EnricherOptions) -> Self {
+        match EnricherHandle::new(enricher.name(), options.breaker.clone()) {
+            Ok(handle) => self.steps.push(Step::Async(AsyncSlot {
+                enricher: Arc::new(enricher),
+                opts: options,
+                handle: Arc::new(handle),
+            })),
+            Err(e) => {
+                self.deferred_error.get_or_insert(e);
+            }
+        }
+        self
+    }
+
+    /// The most one batch may spend in async enrichment, all enrichers
+    /// together; past it, unfinished enrichers' events are written with a
+    /// `timeout` error entry.
+    pub fn enrich_deadline(mut self, deadline: Duration) -> Self {
+        self.enrich_deadline = deadline;
+        self
+    }
+
+    /// Whether failed enrichments add an `enrichment_errors` entry to the
+    /// event (the event is written either way).
+    pub fn enrichment_errors(mut self, on: bool) -> Self {
+        self.record_errors = on;
+        self
+    }
+
+    /// Longest each async enricher's start-up (and health check) may take.
+    pub fn startup_timeout(mut self, timeout: Duration) -> Self {
+        self.lifecycle.startup_timeout = timeout;
+        self
+    }
+
+    /// How often async enrichers' health checks run.
+    pub fn health_interval(mut self, interval: Duration) -> Self {
+        self.lifecycle.health_interval = interval.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Longest each async enricher's shutdown may take.
+    pub fn enricher_shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.lifecycle.shutdown_timeout = timeout;
+        self
+    }
+
+    /// The backoff between start-up retries of an enricher that failed to
+    /// start: exponential from `min` to `max`, with jitter.
+    pub fn startup_retry_backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.lifecycle.retry_min = min;
+        self.lifecycle.retry_max = max.max(min);
         self
     }
 
@@ -272,7 +348,8 @@ impl Builder {
     }
 
     /// Starts the pipeline and returns its layer, to compose into a
-    /// subscriber of your own, and its guard.
+    /// subscriber of your own, and its guard. Async enrichers are started
+    /// before it returns; in async code prefer [`Builder::build_async`].
     ///
     /// ```
     /// use tracing_subscriber::layer::SubscriberExt;
@@ -291,12 +368,35 @@ impl Builder {
     where
         S: Subscriber + for<'a> LookupSpan<'a>,
     {
-        let (layer, filter, guard) = self.start()?;
-        Ok((layer.with_filter(filter), guard))
+        let wait = self.lifecycle.startup_timeout + Duration::from_secs(5);
+        let (layer, filter, guard, started) = self.launch()?;
+        match started.wait_blocking(wait) {
+            Some(Ok(())) => Ok((layer.with_filter(filter), guard)),
+            Some(Err(e)) => Err(e),
+            None => Err(InitError::startup(
+                "async enrichers did not report their start-up in time; if the worker runs on this thread's runtime, use `build_async`/`init_async`",
+            )),
+        }
+    }
+
+    /// [`Builder::build`] for async code: waits for the async enrichers'
+    /// start-up without blocking the thread.
+    pub async fn build_async<S>(self) -> Result<(impl Layer<S> + Send + Sync + 'static, Guard), InitError>
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
+        let wait = self.lifecycle.startup_timeout + Duration::from_secs(5);
+        let (layer, filter, guard, started) = self.launch()?;
+        match started.wait(wait).await {
+            Some(Ok(())) => Ok((layer.with_filter(filter), guard)),
+            Some(Err(e)) => Err(e),
+            None => Err(InitError::startup("async enrichers did not report their start-up in time")),
+        }
     }
 
     /// Starts the pipeline and installs it as the global subscriber (and, by
-    /// default, as the `log` crate's logger).
+    /// default, as the `log` crate's logger). In async code with async
+    /// enrichers, prefer [`Builder::init_async`].
     ///
     /// ```no_run
     /// # fn main() -> Result<(), fapilog::InitError> {
@@ -307,27 +407,30 @@ impl Builder {
     /// ```
     pub fn init(self) -> Result<Guard, InitError> {
         if tracing::dispatcher::has_been_set() {
-            return Err(InitError::global_subscriber(
-                "set_global_default was called before",
-            ));
+            return Err(InitError::global_subscriber("set_global_default was called before"));
         }
         let bridge_log = self.bridge_log;
-        let (layer, filter, guard) = self.start()?;
-        if bridge_log {
-            if let Err(e) = tracing_log::LogTracer::init() {
-                let _ = guard.shutdown_blocking();
-                return Err(InitError::log_bridge(e));
-            }
-        }
-        let subscriber = tracing_subscriber::registry().with(layer.with_filter(filter));
-        if let Err(e) = tracing::subscriber::set_global_default(subscriber) {
-            let _ = guard.shutdown_blocking();
-            return Err(InitError::global_subscriber(e));
-        }
-        Ok(guard)
+        let (layer, guard) = self.build::<Registry>()?;
+        install(layer, guard, bridge_log)
     }
 
-    fn start(self) -> Result<(FapilogLayer, Targets, Guard), InitError> {
+    /// [`Builder::init`] for async code.
+    pub async fn init_async(self) -> Result<Guard, InitError> {
+        if tracing::dispatcher::has_been_set() {
+            return Err(InitError::global_subscriber("set_global_default was called before"));
+        }
+        let bridge_log = self.bridge_log;
+        let (layer, guard) = self.build_async::<Registry>().await?;
+        install(layer, guard, bridge_log)
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn launch(
+        self,
+    ) -> Result<(FapilogLayer, Targets, Guard, Arc<Signal<Result<(), InitError>>>), InitError> {
+        if let Some(e) = self.deferred_error {
+            return Err(e);
+        }
         let filter = parse_filter(&self.filter).map_err(|r| InitError::filter(&self.filter, r))?;
 
         let mut sinks: Vec<Box<dyn DynSink>> = Vec::new();
@@ -344,17 +447,26 @@ impl Builder {
             sinks.push(Box::new(StdoutSink::json()));
         }
 
-        let mut enrichers: Vec<Box<dyn Enricher>> = Vec::new();
+        let mut steps: Vec<Step> = Vec::new();
         if !self.static_fields.is_empty() {
-            enrichers.push(Box::new(self.static_fields));
+            steps.push(Step::Sync(Box::new(self.static_fields)));
         }
         if self.hostname {
-            enrichers.push(Box::new(Hostname::new()));
+            steps.push(Step::Sync(Box::new(Hostname::new())));
         }
         if self.pid {
-            enrichers.push(Box::new(Pid::new()));
+            steps.push(Step::Sync(Box::new(Pid::new())));
         }
-        enrichers.extend(self.enrichers);
+        steps.extend(self.steps);
+        let stages = plan(steps)?;
+        let async_slots: Vec<Arc<AsyncSlot>> = stages
+            .iter()
+            .filter_map(|s| match s {
+                Stage::Async(levels) => Some(levels.iter().flatten().cloned()),
+                Stage::Sync(_) => None,
+            })
+            .flatten()
+            .collect();
 
         let queue = Arc::new(Queue::new(
             self.capacity,
@@ -367,19 +479,26 @@ impl Builder {
             emitted: AtomicU64::new(0),
             enricher_panics: AtomicU64::new(0),
             sinks: sinks.iter().map(|s| SinkCounters::new(s.name())).collect(),
-            done: Done::default(),
+            done: Signal::default(),
+            enrichers: async_slots.iter().map(|s| s.handle.clone()).collect(),
         });
         let worker = Worker {
             shared: shared.clone(),
-            enrichers,
+            stages,
+            async_slots,
+            lifecycle: self.lifecycle,
+            enrich_deadline: self.enrich_deadline,
+            record_errors: self.record_errors,
             sinks,
             batch_size: self.batch_size,
             linger: self.linger,
             drop_report_interval: self.drop_report_interval,
         };
+        let started: Arc<Signal<Result<(), InitError>>> = Arc::new(Signal::default());
+        let started_tx = started.clone();
         match self.runtime {
             Some(handle) => {
-                handle.spawn(Suppressed(Box::pin(worker.run())));
+                handle.spawn(Suppressed(Box::pin(worker.start_and_run(started_tx))));
             }
             None => {
                 let rt = tokio::runtime::Builder::new_current_thread()
@@ -392,7 +511,7 @@ impl Builder {
                     .name("fapilog-worker".to_owned())
                     .spawn(move || {
                         mark_pipeline_thread();
-                        rt.block_on(worker.run());
+                        rt.block_on(worker.start_and_run(started_tx));
                     })
                     .map_err(InitError::runtime)?;
             }
@@ -403,17 +522,24 @@ impl Builder {
             drop_timeout: self.drop_timeout,
             finished: false,
         };
-        Ok((FapilogLayer::new(queue), filter, guard))
+        Ok((FapilogLayer::new(queue), filter, guard, started))
     }
 }
 
-/// Polls the worker with capture suppressed on the polling thread.
-struct Suppressed<F>(Pin<Box<F>>);
-
-impl<F: Future> Future for Suppressed<F> {
-    type Output = F::Output;
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let inner = self.0.as_mut();
-        suppressed(|| inner.poll(cx))
+fn install<L>(layer: L, guard: Guard, bridge_log: bool) -> Result<Guard, InitError>
+where
+    L: Layer<Registry> + Send + Sync + 'static,
+{
+    if bridge_log {
+        if let Err(e) = tracing_log::LogTracer::init() {
+            let _ = guard.shutdown_blocking();
+            return Err(InitError::log_bridge(e));
+        }
     }
+    let subscriber = tracing_subscriber::registry().with(layer);
+    if let Err(e) = tracing::subscriber::set_global_default(subscriber) {
+        let _ = guard.shutdown_blocking();
+        return Err(InitError::global_subscriber(e));
+    }
+    Ok(guard)
 }

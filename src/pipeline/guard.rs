@@ -36,6 +36,12 @@ impl Guard {
         self.shared.stats()
     }
 
+    /// Each async enricher's health: up / degraded / down, circuit breaker
+    /// state, last error and time of the last check, in declared order.
+    pub async fn health(&self) -> Vec<crate::enrich::EnricherHealth> {
+        self.shared.enrichers.iter().map(|h| h.health()).collect()
+    }
+
     /// Stops intake (later log calls are counted as dropped), drains every
     /// event queued before the call through enrichers and sinks, flushes the
     /// sinks and reports. Waits at most the shutdown timeout (default 30 s);

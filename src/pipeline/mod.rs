@@ -39,7 +39,8 @@ pub(crate) struct Shared {
     pub(crate) emitted: AtomicU64,
     pub(crate) enricher_panics: AtomicU64,
     pub(crate) sinks: Vec<SinkCounters>,
-    pub(crate) done: Done,
+    pub(crate) done: Signal<ShutdownReport>,
+    pub(crate) enrichers: Vec<Arc<crate::enrich::lifecycle::EnricherHandle>>,
 }
 
 impl Shared {
@@ -55,6 +56,11 @@ impl Shared {
             sink_failures: sinks.iter().map(|s| s.failures).sum(),
             enricher_panics: self.enricher_panics.load(Ordering::Relaxed),
             sinks,
+            enrichers: self
+                .enrichers
+                .iter()
+                .map(|h| h.metrics.snapshot())
+                .collect(),
         }
     }
 
@@ -71,48 +77,56 @@ impl Shared {
     }
 }
 
-/// The worker's final report, awaited by async and blocking callers alike.
-#[derive(Debug, Default)]
-pub(crate) struct Done {
-    report: Mutex<Option<ShutdownReport>>,
+/// A value published once by one side and taken by the other, by async and
+/// blocking callers alike (the worker's start-up result, its final report).
+#[derive(Debug)]
+pub(crate) struct Signal<T> {
+    value: Mutex<Option<T>>,
     cv: Condvar,
     notify: Notify,
 }
 
-impl Done {
-    pub(crate) fn publish(&self, report: ShutdownReport) {
-        *self.report.lock().unwrap_or_else(|e| e.into_inner()) = Some(report);
+impl<T> Default for Signal<T> {
+    fn default() -> Self {
+        Signal {
+            value: Mutex::new(None),
+            cv: Condvar::new(),
+            notify: Notify::new(),
+        }
+    }
+}
+
+impl<T> Signal<T> {
+    pub(crate) fn publish(&self, value: T) {
+        *self.value.lock().unwrap_or_else(|e| e.into_inner()) = Some(value);
         self.cv.notify_all();
         self.notify.notify_waiters();
     }
 
-    fn get(&self) -> Option<ShutdownReport> {
-        self.report
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+    fn take(&self) -> Option<T> {
+        self.value.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
-    pub(crate) fn wait_blocking(&self, timeout: std::time::Duration) -> Option<ShutdownReport> {
-        let guard = self.report.lock().unwrap_or_else(|e| e.into_inner());
-        let (guard, _) = self
+    pub(crate) fn wait_blocking(&self, timeout: std::time::Duration) -> Option<T> {
+        let guard = self.value.lock().unwrap_or_else(|e| e.into_inner());
+        let (mut guard, _) = self
             .cv
             .wait_timeout_while(guard, timeout, |r| r.is_none())
             .unwrap_or_else(|e| e.into_inner());
-        guard.clone()
+        guard.take()
     }
 
-    pub(crate) async fn wait(&self, timeout: std::time::Duration) -> Option<ShutdownReport> {
+    pub(crate) async fn wait(&self, timeout: std::time::Duration) -> Option<T> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let notified = self.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if let Some(r) = self.get() {
+            if let Some(r) = self.take() {
                 return Some(r);
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return self.get();
+                return self.take();
             }
         }
     }

@@ -8,14 +8,21 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use tokio::time::Instant;
 
-use super::Shared;
-use crate::enrich::Enricher;
+use super::{Shared, Signal};
+use crate::enrich::lifecycle::{self, LifecycleConfig};
+use crate::enrich::stage::{AsyncSlot, Stage, run_async};
+use crate::error::InitError;
 use crate::event::Event;
+use crate::layer::spawn_suppressed;
 use crate::sink::DynSink;
 
 pub(crate) struct Worker {
     pub(crate) shared: Arc<Shared>,
-    pub(crate) enrichers: Vec<Box<dyn Enricher>>,
+    pub(crate) stages: Vec<Stage>,
+    pub(crate) async_slots: Vec<Arc<AsyncSlot>>,
+    pub(crate) lifecycle: LifecycleConfig,
+    pub(crate) enrich_deadline: Duration,
+    pub(crate) record_errors: bool,
     pub(crate) sinks: Vec<Box<dyn DynSink>>,
     pub(crate) batch_size: usize,
     pub(crate) linger: Duration,
@@ -23,7 +30,38 @@ pub(crate) struct Worker {
 }
 
 impl Worker {
-    pub(crate) async fn run(mut self) {
+    /// Starts the async enrichers, publishes the outcome, then runs until
+    /// the queue is closed and drained.
+    pub(crate) async fn start_and_run(self, started: Arc<Signal<Result<(), InitError>>>) {
+        let retry = match lifecycle::start_all(&self.async_slots, self.lifecycle).await {
+            Ok(retry) => retry,
+            Err(e) => {
+                self.shared.queue.close();
+                self.shared.done.publish(self.shared.report(false));
+                started.publish(Err(e));
+                return;
+            }
+        };
+        started.publish(Ok(()));
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        for slot in retry {
+            spawn_suppressed(lifecycle::retry_startup(
+                slot,
+                self.lifecycle,
+                stop_rx.clone(),
+            ));
+        }
+        if !self.async_slots.is_empty() {
+            spawn_suppressed(lifecycle::health_loop(
+                self.async_slots.clone(),
+                self.lifecycle,
+                stop_rx,
+            ));
+        }
+        self.run(stop_tx).await;
+    }
+
+    async fn run(mut self, stop: tokio::sync::watch::Sender<bool>) {
         let queue = self.shared.queue.clone();
         let mut batch: Vec<Event> = Vec::with_capacity(self.batch_size);
         let mut dirty = false;
@@ -68,6 +106,8 @@ impl Worker {
         }
         self.report_drops(&mut reported_dropped).await;
         self.flush_sinks().await;
+        let _ = stop.send(true);
+        lifecycle::shutdown_all(&self.async_slots, self.lifecycle.shutdown_timeout).await;
         self.shared.done.publish(self.shared.report(false));
     }
 
@@ -88,13 +128,23 @@ impl Worker {
     }
 
     async fn process(&mut self, batch: &mut [Event]) {
-        if !self.enrichers.is_empty() {
-            for event in batch.iter_mut() {
-                for enricher in &self.enrichers {
-                    let r = std::panic::catch_unwind(AssertUnwindSafe(|| enricher.enrich(event)));
-                    if r.is_err() {
-                        self.shared.enricher_panics.fetch_add(1, Ordering::Relaxed);
+        let deadline = Instant::now() + self.enrich_deadline;
+        for stage in &self.stages {
+            match stage {
+                Stage::Sync(enrichers) => {
+                    for event in batch.iter_mut() {
+                        for enricher in enrichers {
+                            let r = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                                enricher.enrich(event)
+                            }));
+                            if r.is_err() {
+                                self.shared.enricher_panics.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
                     }
+                }
+                Stage::Async(levels) => {
+                    run_async(levels, batch, deadline, self.record_errors).await;
                 }
             }
         }

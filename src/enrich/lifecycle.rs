@@ -1,0 +1,309 @@
+//! Start-up, health checks and shutdown of async enrichers.
+//!
+//! All enrichers start concurrently, each within the start-up timeout. One
+//! that fails does not stop the pipeline: it is reported down, its events
+//! carry an `unavailable` error, and its start-up is retried in the
+//! background with exponential backoff until it succeeds — unless it was
+//! marked [`required`](EnricherOptions::required), in which case `init`
+//! fails naming it. Health checks run periodically; health is computed from
+//! the last check and the circuit breaker, so it recovers by itself when the
+//! dependency does.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use backon::{ExponentialBuilder, Retryable};
+use tokio::sync::watch;
+
+use super::stage::AsyncSlot;
+use crate::error::InitError;
+use crate::metrics::EnricherMetrics;
+use crate::resilience::breaker::{BreakerConfig, BreakerState, CircuitBreaker};
+
+/// How the pipeline treats one async enricher.
+///
+/// | setting | default |
+/// | --- | --- |
+/// | [`call_timeout`](EnricherOptions::call_timeout) | 500 ms |
+/// | [`depends_on`](EnricherOptions::depends_on) | none |
+/// | [`required`](EnricherOptions::required) | no |
+/// | [`breaker`](EnricherOptions::breaker) | [`BreakerConfig::default`] |
+#[derive(Debug, Clone)]
+pub struct EnricherOptions {
+    pub(crate) call_timeout: Duration,
+    pub(crate) depends_on: Vec<String>,
+    pub(crate) required: bool,
+    pub(crate) breaker: BreakerConfig,
+}
+
+impl Default for EnricherOptions {
+    fn default() -> Self {
+        EnricherOptions {
+            call_timeout: Duration::from_millis(500),
+            depends_on: Vec::new(),
+            required: false,
+            breaker: BreakerConfig::default(),
+        }
+    }
+}
+
+impl EnricherOptions {
+    /// The defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Longest one external call may take (also capped by the batch
+    /// deadline).
+    pub fn call_timeout(mut self, timeout: Duration) -> Self {
+        self.call_timeout = timeout;
+        self
+    }
+
+    /// Runs this enricher after the async enricher called `name`, seeing its
+    /// fields.
+    pub fn depends_on(mut self, name: impl Into<String>) -> Self {
+        self.depends_on.push(name.into());
+        self
+    }
+
+    /// Makes `init` fail when this enricher cannot start, instead of
+    /// retrying it in the background.
+    pub fn required(mut self) -> Self {
+        self.required = true;
+        self
+    }
+
+    /// The circuit breaker guarding this enricher's external calls.
+    pub fn breaker(mut self, config: BreakerConfig) -> Self {
+        self.breaker = config;
+        self
+    }
+}
+
+/// Whether an async enricher is doing its job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HealthStatus {
+    /// Started, last health check passed, circuit closed.
+    Up,
+    /// Started and the last health check passed, but the circuit is open
+    /// or half-open: calls are failing or being probed.
+    Degraded,
+    /// Not started (start-up failed; retrying) or the last health check
+    /// failed.
+    Down,
+}
+
+impl HealthStatus {
+    /// `up`, `degraded` or `down`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthStatus::Up => "up",
+            HealthStatus::Degraded => "degraded",
+            HealthStatus::Down => "down",
+        }
+    }
+}
+
+/// One async enricher's health, from [`Guard::health`](crate::Guard::health).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct EnricherHealth {
+    /// The enricher's name.
+    pub name: String,
+    /// Up, degraded or down.
+    pub status: HealthStatus,
+    /// The circuit breaker's state.
+    pub breaker: BreakerState,
+    /// The last start-up or health-check error, if the last attempt failed.
+    pub last_error: Option<String>,
+    /// When the last health check (or start-up attempt) finished.
+    pub last_check: Option<SystemTime>,
+}
+
+#[derive(Debug, Default)]
+struct CheckState {
+    healthy: bool,
+    last_error: Option<String>,
+    last_check: Option<SystemTime>,
+}
+
+/// The pipeline's view of one async enricher, shared with the guard.
+#[derive(Debug)]
+pub(crate) struct EnricherHandle {
+    pub(crate) name: String,
+    pub(crate) metrics: Arc<EnricherMetrics>,
+    pub(crate) breaker: Arc<CircuitBreaker>,
+    started: AtomicBool,
+    check: Mutex<CheckState>,
+}
+
+impl EnricherHandle {
+    pub(crate) fn new(name: &str, breaker: BreakerConfig) -> Result<Self, InitError> {
+        let breaker = CircuitBreaker::new(breaker)
+            .map_err(|e| InitError::enricher(&format!("`{name}`"), format!("bad circuit breaker settings: {e}")))?;
+        Ok(EnricherHandle {
+            name: name.to_owned(),
+            metrics: Arc::new(EnricherMetrics::new(name)),
+            breaker: Arc::new(breaker),
+            started: AtomicBool::new(false),
+            check: Mutex::new(CheckState::default()),
+        })
+    }
+
+    pub(crate) fn is_started(&self) -> bool {
+        self.started.load(Ordering::Acquire)
+    }
+
+    fn record(&self, result: Result<(), String>) {
+        let mut c = self.check.lock().unwrap_or_else(|e| e.into_inner());
+        c.last_check = Some(SystemTime::now());
+        match result {
+            Ok(()) => {
+                c.healthy = true;
+                c.last_error = None;
+            }
+            Err(e) => {
+                c.healthy = false;
+                c.last_error = Some(e);
+            }
+        }
+    }
+
+    fn set_started(&self) {
+        self.record(Ok(()));
+        self.started.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn health(&self) -> EnricherHealth {
+        let c = self.check.lock().unwrap_or_else(|e| e.into_inner());
+        let breaker = self.breaker.state();
+        let status = if !self.is_started() || !c.healthy {
+            HealthStatus::Down
+        } else if breaker != BreakerState::Closed {
+            HealthStatus::Degraded
+        } else {
+            HealthStatus::Up
+        };
+        EnricherHealth {
+            name: self.name.clone(),
+            status,
+            breaker,
+            last_error: c.last_error.clone(),
+            last_check: c.last_check,
+        }
+    }
+}
+
+/// Lifecycle settings shared by all async enrichers.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LifecycleConfig {
+    pub(crate) startup_timeout: Duration,
+    pub(crate) health_interval: Duration,
+    pub(crate) shutdown_timeout: Duration,
+    pub(crate) retry_min: Duration,
+    pub(crate) retry_max: Duration,
+}
+
+async fn start_one(slot: &AsyncSlot, timeout: Duration) -> Result<(), String> {
+    match tokio::time::timeout(timeout, slot.enricher.startup()).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("start-up took longer than {timeout:?}")),
+    }
+}
+
+/// Starts every enricher concurrently. Returns the ones to retry in the
+/// background, or an error naming a `required` enricher that failed (after
+/// shutting down the ones that did start).
+pub(crate) async fn start_all(
+    slots: &[Arc<AsyncSlot>],
+    cfg: LifecycleConfig,
+) -> Result<Vec<Arc<AsyncSlot>>, InitError> {
+    let results =
+        futures_util::future::join_all(slots.iter().map(|s| start_one(s, cfg.startup_timeout)))
+            .await;
+    let mut retry = Vec::new();
+    let mut fatal = None;
+    for (slot, result) in slots.iter().zip(results) {
+        match result {
+            Ok(()) => slot.handle.set_started(),
+            Err(e) if slot.opts.required => {
+                if fatal.is_none() {
+                    fatal = Some(InitError::required(&slot.handle.name, &e));
+                }
+                slot.handle.record(Err(e));
+            }
+            Err(e) => {
+                slot.handle.record(Err(e));
+                retry.push(slot.clone());
+            }
+        }
+    }
+    if let Some(err) = fatal {
+        shutdown_all(slots, cfg.shutdown_timeout).await;
+        return Err(err);
+    }
+    Ok(retry)
+}
+
+/// Retries a failed start-up with exponential backoff until it succeeds or
+/// the pipeline stops.
+pub(crate) async fn retry_startup(slot: Arc<AsyncSlot>, cfg: LifecycleConfig, mut stop: watch::Receiver<bool>) {
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(cfg.retry_min)
+        .with_max_delay(cfg.retry_max)
+        .with_jitter()
+        .without_max_times();
+    let attempt = || start_one(&slot, cfg.startup_timeout);
+    let retried = attempt
+        .retry(backoff)
+        .sleep(tokio::time::sleep)
+        .notify(|e: &String, _| slot.handle.record(Err(e.clone())));
+    tokio::select! {
+        r = retried => {
+            if r.is_ok() {
+                slot.handle.set_started();
+            }
+        }
+        _ = stop.wait_for(|s| *s) => {}
+    }
+}
+
+/// Runs every started enricher's health check each interval.
+pub(crate) async fn health_loop(slots: Vec<Arc<AsyncSlot>>, cfg: LifecycleConfig, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(cfg.health_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await; // the first tick is immediate; start-up just ran
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let checks = slots.iter().filter(|s| s.handle.is_started()).map(|s| async move {
+            let r = match tokio::time::timeout(cfg.startup_timeout, s.enricher.health_check()).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err("health check timed out".to_owned()),
+            };
+            s.handle.record(r);
+        });
+        futures_util::future::join_all(checks).await;
+    }
+}
+
+/// Shuts every started enricher down concurrently, each within `timeout`.
+pub(crate) async fn shutdown_all(slots: &[Arc<AsyncSlot>], timeout: Duration) {
+    let stops = slots.iter().filter(|s| s.handle.is_started()).map(|s| async move {
+        let r = tokio::time::timeout(timeout, s.enricher.shutdown()).await;
+        s.handle.started.store(false, Ordering::Release);
+        match r {
+            Ok(Ok(())) => s.handle.record(Ok(())),
+            Ok(Err(e)) => s.handle.record(Err(format!("shutdown failed: {e}"))),
+            Err(_) => s.handle.record(Err(format!("shutdown took longer than {timeout:?}"))),
+        }
+    });
+    futures_util::future::join_all(stops).await;
+}

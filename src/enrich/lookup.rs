@@ -1,0 +1,555 @@
+//! Key lookups: "take a key from the event, fetch a value for it from
+//! somewhere, merge the value into the event".
+//!
+//! A [`Lookup`] only knows how to fetch many keys at once. Wrapped in a
+//! [`LookupEnricher`] it gets, for free:
+//!
+//! * a cache (TTL, size bound, a separate TTL for not-found; errors are
+//!   never cached);
+//! * **single-flight**: concurrent misses for one key cause one fetch;
+//! * **batching across events**: a batch's distinct missing keys go to
+//!   [`Lookup::fetch`] together, at most `max_batch` per call;
+//! * a per-call timeout and a circuit breaker around each fetch — cache hits
+//!   are still served while the circuit is open;
+//! * optional **stale-on-error**: an expired value is served when its
+//!   refresh fails, for up to `max_stale`;
+//! * metrics: hits, misses, negative hits, single-flight waits, batch sizes,
+//!   fetch latency.
+//!
+//! Why batch-first: a log stream repeats a few hot keys and trickles in cold
+//! ones; fetching the cold ones of a batch in one round trip is what keeps a
+//! database-backed enricher ahead of the log rate.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::async_enricher::{AsyncEnricher, EnrichContext, EnrichError, Patch};
+use crate::event::{Event, Value};
+use crate::metrics::Counter;
+use crate::resilience::cache::{CacheConfig, Cached, LookupCache};
+
+/// A lookup key, taken from an event field. Integers, strings and booleans
+/// can be keys; a non-negative integer is the same key whatever its Rust
+/// type.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Key {
+    /// A signed integer (non-negative integers that fit `i64` are stored here).
+    Int(i64),
+    /// An unsigned integer above `i64::MAX`.
+    UInt(u64),
+    /// A string.
+    Str(Arc<str>),
+    /// A boolean.
+    Bool(bool),
+}
+
+impl Key {
+    /// The key for a field value; `None` for null, floats, arrays and objects.
+    pub fn from_value(v: &Value) -> Option<Key> {
+        match v {
+            Value::Number(n) => n
+                .as_i64()
+                .map(Key::Int)
+                .or_else(|| n.as_u64().map(Key::UInt)),
+            Value::String(s) => Some(Key::Str(Arc::from(s.as_str()))),
+            Value::Bool(b) => Some(Key::Bool(*b)),
+            _ => None,
+        }
+    }
+
+    /// The key as JSON.
+    pub fn to_value(&self) -> Value {
+        match self {
+            Key::Int(i) => Value::from(*i),
+            Key::UInt(u) => Value::from(*u),
+            Key::Str(s) => Value::from(s.as_ref()),
+            Key::Bool(b) => Value::from(*b),
+        }
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Key::Int(i) => write!(f, "{i}"),
+            Key::UInt(u) => write!(f, "{u}"),
+            Key::Str(s) => f.write_str(s),
+            Key::Bool(b) => write!(f, "{b}"),
+        }
+    }
+}
+
+impl From<i64> for Key {
+    fn from(v: i64) -> Self {
+        Key::Int(v)
+    }
+}
+
+impl From<u64> for Key {
+    fn from(v: u64) -> Self {
+        i64::try_from(v).map(Key::Int).unwrap_or(Key::UInt(v))
+    }
+}
+
+impl From<&str> for Key {
+    fn from(v: &str) -> Self {
+        Key::Str(Arc::from(v))
+    }
+}
+
+impl From<String> for Key {
+    fn from(v: String) -> Self {
+        Key::Str(Arc::from(v))
+    }
+}
+
+/// Values found by one [`Lookup::fetch`]: a key that is absent was not
+/// found.
+pub type Found = HashMap<Key, Value>;
+
+/// A source of values by key (a table, an HTTP API, a Redis keyspace).
+///
+/// ```
+/// use fapilog::enrich::{EnrichError, Found, Key, Lookup};
+///
+/// struct Squares;
+///
+/// impl Lookup for Squares {
+///     async fn fetch(&self, keys: &[Key]) -> Result<Found, EnrichError> {
+///         Ok(keys.iter().filter_map(|k| match k {
+///             Key::Int(i) => Some((k.clone(), serde_json::json!({"square": i * i}))),
+///             _ => None,
+///         }).collect())
+///     }
+/// }
+/// ```
+pub trait Lookup: Send + Sync + 'static {
+    /// Fetches many keys in one call. Keys missing from the result were not
+    /// found (and are cached as such). An error fails every key of the call
+    /// (nothing is cached) and counts against the circuit breaker.
+    fn fetch(&self, keys: &[Key]) -> impl Future<Output = Result<Found, EnrichError>> + Send;
+
+    /// Acquires resources; see [`AsyncEnricher::startup`].
+    fn startup(&self) -> impl Future<Output = Result<(), EnrichError>> + Send {
+        async { Ok(()) }
+    }
+
+    /// Releases resources; see [`AsyncEnricher::shutdown`].
+    fn shutdown(&self) -> impl Future<Output = Result<(), EnrichError>> + Send {
+        async { Ok(()) }
+    }
+
+    /// Probes the source; see [`AsyncEnricher::health_check`].
+    fn health_check(&self) -> impl Future<Output = Result<(), EnrichError>> + Send {
+        async { Ok(()) }
+    }
+}
+
+type KeyFn = Arc<dyn Fn(&Event) -> Option<Key> + Send + Sync>;
+
+/// Where a lookup's key comes from.
+#[derive(Clone)]
+enum KeySource {
+    /// An event field, else a span field (innermost span first).
+    Field(Cow<'static, str>),
+    /// A span field only (innermost span first).
+    SpanField(Cow<'static, str>),
+    /// Computed from the event.
+    Fn(KeyFn),
+}
+
+impl KeySource {
+    fn key(&self, e: &Event) -> Option<Key> {
+        match self {
+            KeySource::Field(name) => e.field(name).and_then(Key::from_value),
+            KeySource::SpanField(name) => e
+                .spans()
+                .rev()
+                .find_map(|s| s.field(name))
+                .and_then(Key::from_value),
+            KeySource::Fn(f) => f(e),
+        }
+    }
+}
+
+/// How a found value is merged into the event.
+#[derive(Debug, Clone)]
+enum Merge {
+    /// Under one top-level key.
+    Under(Cow<'static, str>),
+    /// Each field of an object value as `<prefix><field>`.
+    Prefix(Cow<'static, str>),
+}
+
+/// The outcome of one key, shared with single-flight waiters.
+type Resolution = Result<Option<Value>, Arc<str>>;
+type InFlight = Mutex<HashMap<Key, watch::Receiver<Option<Resolution>>>>;
+
+/// An [`AsyncEnricher`] built from a [`Lookup`]; see the module docs.
+pub struct LookupEnricher<L> {
+    name: String,
+    lookup: L,
+    key: KeySource,
+    merge: Merge,
+    cache: LookupCache,
+    max_batch: usize,
+    stale_on_error: bool,
+    inflight: InFlight,
+}
+
+impl<L> fmt::Debug for LookupEnricher<L> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LookupEnricher")
+            .field("name", &self.name)
+            .field("merge", &self.merge)
+            .field("max_batch", &self.max_batch)
+            .field("cache", &self.cache)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Configures a [`LookupEnricher`].
+///
+/// | setting | default |
+/// | --- | --- |
+/// | key | the event or span field named like the enricher plus `_id`… set it with [`key_field`](Self::key_field) |
+/// | merge | under the enricher's name |
+/// | [`ttl`](Self::ttl) | 5 min |
+/// | [`negative_ttl`](Self::negative_ttl) | 30 s |
+/// | [`max_entries`](Self::max_entries) | 10 000 |
+/// | [`max_batch`](Self::max_batch) | 100 keys per fetch |
+/// | [`stale_on_error`](Self::stale_on_error) | off |
+pub struct LookupEnricherBuilder<L> {
+    name: String,
+    lookup: L,
+    key: Option<KeySource>,
+    merge: Option<Merge>,
+    cache: CacheConfig,
+    max_batch: usize,
+}
+
+impl<L> fmt::Debug for LookupEnricherBuilder<L> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LookupEnricherBuilder")
+            .field("name", &self.name)
+            .field("cache", &self.cache)
+            .field("max_batch", &self.max_batch)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<L: Lookup> LookupEnricher<L> {
+    /// Starts configuring an enricher called `name` over `lookup`.
+    pub fn builder(name: impl Into<String>, lookup: L) -> LookupEnricherBuilder<L> {
+        LookupEnricherBuilder {
+            name: name.into(),
+            lookup,
+            key: None,
+            merge: None,
+            cache: CacheConfig {
+                ttl: Duration::from_secs(300),
+                negative_ttl: Duration::from_secs(30),
+                max_entries: 10_000,
+                max_stale: None,
+            },
+            max_batch: 100,
+        }
+    }
+
+    /// The wrapped lookup.
+    pub fn lookup(&self) -> &L {
+        &self.lookup
+    }
+
+    /// Keys held in the cache now.
+    pub async fn cached_entries(&self) -> u64 {
+        self.cache.entry_count().await
+    }
+}
+
+impl<L: Lookup> LookupEnricherBuilder<L> {
+    /// The key is this field of the event, or else of the innermost span
+    /// that has it (so a `user_id` recorded on a request span keys every
+    /// event logged inside it).
+    pub fn key_field(mut self, name: impl Into<Cow<'static, str>>) -> Self {
+        self.key = Some(KeySource::Field(name.into()));
+        self
+    }
+
+    /// The key is this field of the innermost span that has it (event
+    /// fields are ignored).
+    pub fn key_span_field(mut self, name: impl Into<Cow<'static, str>>) -> Self {
+        self.key = Some(KeySource::SpanField(name.into()));
+        self
+    }
+
+    /// The key is computed from the event; `None` skips the event.
+    pub fn key_fn(mut self, f: impl Fn(&Event) -> Option<Key> + Send + Sync + 'static) -> Self {
+        self.key = Some(KeySource::Fn(Arc::new(f)));
+        self
+    }
+
+    /// Writes the found value under this top-level key (default: the
+    /// enricher's name).
+    pub fn merge_under(mut self, name: impl Into<Cow<'static, str>>) -> Self {
+        self.merge = Some(Merge::Under(name.into()));
+        self
+    }
+
+    /// Writes each field of an object value as `<prefix><field>` at the top
+    /// level (a non-object value goes under the prefix without its trailing
+    /// `_` or `.`).
+    pub fn merge_prefix(mut self, prefix: impl Into<Cow<'static, str>>) -> Self {
+        self.merge = Some(Merge::Prefix(prefix.into()));
+        self
+    }
+
+    /// How long a found value is served from the cache.
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.cache.ttl = ttl;
+        self
+    }
+
+    /// How long "not found" is served from the cache (zero: not cached).
+    pub fn negative_ttl(mut self, ttl: Duration) -> Self {
+        self.cache.negative_ttl = ttl;
+        self
+    }
+
+    /// The most keys the cache holds.
+    pub fn max_entries(mut self, entries: u64) -> Self {
+        self.cache.max_entries = entries;
+        self
+    }
+
+    /// The most keys per [`Lookup::fetch`] call.
+    pub fn max_batch(mut self, keys: usize) -> Self {
+        self.max_batch = keys.max(1);
+        self
+    }
+
+    /// When a refresh fails, serve the expired value for up to `max_stale`
+    /// past its TTL.
+    pub fn stale_on_error(mut self, max_stale: Duration) -> Self {
+        self.cache.max_stale = Some(max_stale);
+        self
+    }
+
+    /// Builds the enricher.
+    pub fn build(self) -> LookupEnricher<L> {
+        let key = self
+            .key
+            .unwrap_or_else(|| KeySource::Field(Cow::Owned(format!("{}_id", self.name))));
+        let merge = self
+            .merge
+            .unwrap_or_else(|| Merge::Under(Cow::Owned(self.name.clone())));
+        LookupEnricher {
+            stale_on_error: self.cache.max_stale.is_some(),
+            cache: LookupCache::new(self.cache),
+            name: self.name,
+            lookup: self.lookup,
+            key,
+            merge,
+            max_batch: self.max_batch,
+            inflight: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+/// Removes this fetch's keys from the in-flight map however the fetch ends
+/// (completed, failed, or cancelled by a timeout).
+struct InFlightGuard<'a> {
+    map: &'a InFlight,
+    keys: Vec<Key>,
+}
+
+impl Drop for InFlightGuard<'_> {
+    fn drop(&mut self) {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        for k in &self.keys {
+            map.remove(k);
+        }
+    }
+}
+
+impl<L: Lookup> LookupEnricher<L> {
+    /// Fetches `keys` (this enricher leads them) in chunks of `max_batch`,
+    /// publishing each key's result to its waiters and the cache.
+    async fn fetch_leading(
+        &self,
+        leaders: Vec<(Key, watch::Sender<Option<Resolution>>)>,
+        ctx: &EnrichContext,
+    ) -> HashMap<Key, Resolution> {
+        let _guard = InFlightGuard {
+            map: &self.inflight,
+            keys: leaders.iter().map(|(k, _)| k.clone()).collect(),
+        };
+        let chunks: Vec<Vec<(Key, watch::Sender<Option<Resolution>>)>> = {
+            let mut chunks = Vec::new();
+            let mut it = leaders.into_iter().peekable();
+            while it.peek().is_some() {
+                chunks.push(it.by_ref().take(self.max_batch).collect());
+            }
+            chunks
+        };
+        let calls = chunks.into_iter().map(|chunk| async move {
+            let keys: Vec<Key> = chunk.iter().map(|(k, _)| k.clone()).collect();
+            ctx.metrics().record_fetch(keys.len());
+            let result = ctx.call(self.lookup.fetch(&keys)).await;
+            let mut out = Vec::with_capacity(chunk.len());
+            match result {
+                Ok(mut found) => {
+                    for (key, tx) in chunk {
+                        let value = found.remove(&key);
+                        self.cache.insert(key.clone(), value.clone()).await;
+                        let _ = tx.send(Some(Ok(value.clone())));
+                        out.push((key, Ok(value)));
+                    }
+                }
+                Err(e) => {
+                    let reason: Arc<str> = Arc::from(e.reason().as_ref());
+                    for (key, tx) in chunk {
+                        let _ = tx.send(Some(Err(reason.clone())));
+                        out.push((key, Err(reason.clone())));
+                    }
+                }
+            }
+            out
+        });
+        futures_util::future::join_all(calls)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
+    fn merge_into(&self, patch: &mut Patch, value: Value) {
+        match &self.merge {
+            Merge::Under(name) => patch.insert(name.clone(), value),
+            Merge::Prefix(prefix) => match value {
+                Value::Object(map) => {
+                    for (k, v) in map {
+                        patch.insert(format!("{prefix}{k}"), v);
+                    }
+                }
+                other => {
+                    let bare = prefix.trim_end_matches(['_', '.']).to_owned();
+                    patch.insert(bare, other);
+                }
+            },
+        }
+    }
+}
+
+impl<L: Lookup> AsyncEnricher for LookupEnricher<L> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn startup(&self) -> Result<(), EnrichError> {
+        self.lookup.startup().await
+    }
+
+    async fn shutdown(&self) -> Result<(), EnrichError> {
+        self.lookup.shutdown().await
+    }
+
+    async fn health_check(&self) -> Result<(), EnrichError> {
+        self.lookup.health_check().await
+    }
+
+    fn guards_own_calls(&self) -> bool {
+        true
+    }
+
+    async fn enrich(
+        &self,
+        events: &[Event],
+        out: &mut [Patch],
+        ctx: &EnrichContext,
+    ) -> Result<(), EnrichError> {
+        let keys: Vec<Option<Key>> = events.iter().map(|e| self.key.key(e)).collect();
+        let mut resolved: HashMap<Key, Resolution> = HashMap::new();
+        let mut stale: HashMap<Key, Value> = HashMap::new();
+        let mut missing: Vec<Key> = Vec::new();
+        let mut seen: std::collections::HashSet<&Key> = std::collections::HashSet::new();
+        for key in keys.iter().flatten() {
+            if !seen.insert(key) {
+                continue;
+            }
+            match self.cache.get(key).await {
+                Cached::Found(v) => {
+                    ctx.metrics().count(Counter::CacheHit, 1);
+                    resolved.insert(key.clone(), Ok(Some(v)));
+                }
+                Cached::NotFound => {
+                    ctx.metrics().count(Counter::NegativeHit, 1);
+                    resolved.insert(key.clone(), Ok(None));
+                }
+                Cached::Stale(v) => {
+                    ctx.metrics().count(Counter::CacheMiss, 1);
+                    stale.insert(key.clone(), v);
+                    missing.push(key.clone());
+                }
+                Cached::Miss => {
+                    ctx.metrics().count(Counter::CacheMiss, 1);
+                    missing.push(key.clone());
+                }
+            }
+        }
+
+        // Single-flight: lead the keys nobody is fetching, wait for the rest.
+        let mut leaders = Vec::new();
+        let mut waiters = Vec::new();
+        {
+            let mut map = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+            for key in missing {
+                match map.get(&key) {
+                    Some(rx) => waiters.push((key, rx.clone())),
+                    None => {
+                        let (tx, rx) = watch::channel(None);
+                        map.insert(key.clone(), rx);
+                        leaders.push((key, tx));
+                    }
+                }
+            }
+        }
+        if !waiters.is_empty() {
+            ctx.metrics()
+                .count(Counter::SingleflightWait, waiters.len() as u64);
+        }
+        let wait_all = futures_util::future::join_all(waiters.into_iter().map(|(key, mut rx)| async move {
+            let r = match rx.wait_for(|v| v.is_some()).await {
+                Ok(v) => v.clone().unwrap_or_else(|| Err(Arc::from("cancelled"))),
+                Err(_) => Err(Arc::from("cancelled")),
+            };
+            (key, r)
+        }));
+        let (led, waited) = futures_util::future::join(self.fetch_leading(leaders, ctx), wait_all).await;
+        resolved.extend(led);
+        resolved.extend(waited);
+
+        for (key, patch) in keys.iter().zip(out.iter_mut()) {
+            let Some(key) = key else { continue };
+            match resolved.get(key) {
+                Some(Ok(Some(v))) => self.merge_into(patch, v.clone()),
+                Some(Ok(None)) => {}
+                Some(Err(reason)) => match stale.get(key) {
+                    Some(v) if self.stale_on_error => {
+                        ctx.metrics().count(Counter::StaleServed, 1);
+                        self.merge_into(patch, v.clone());
+                    }
+                    _ => patch.fail(reason.to_string()),
+                },
+                None => patch.fail("unresolved"),
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,196 @@
+//! The lookup cache: TTL, a separate TTL for not-found, a size bound, and
+//! optional stale values for when a fetch fails.
+//!
+//! Storage and eviction are `moka`'s (size-bounded, TinyLFU admission, an
+//! O(1) policy — no hand-written LRU). Freshness is decided here, against
+//! `tokio::time::Instant`, so expiry follows tokio's clock (and tests can
+//! drive it with a paused clock); moka's own per-entry expiry only bounds
+//! how long memory is held: `ttl + max_stale` for values, the negative TTL
+//! for not-found. Errors are never cached.
+
+use std::time::Duration;
+
+use moka::Expiry;
+use tokio::time::Instant;
+
+use crate::enrich::Key;
+use crate::event::Value;
+
+#[derive(Debug, Clone)]
+struct Entry {
+    /// `None`: the lookup said the key does not exist.
+    value: Option<Value>,
+    at: Instant,
+}
+
+struct Expire {
+    ttl_found: Duration,
+    ttl_not_found: Duration,
+}
+
+impl Expiry<Key, Entry> for Expire {
+    fn expire_after_create(
+        &self,
+        _key: &Key,
+        value: &Entry,
+        _created_at: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(if value.value.is_some() {
+            self.ttl_found
+        } else {
+            self.ttl_not_found
+        })
+    }
+
+    fn expire_after_update(
+        &self,
+        key: &Key,
+        value: &Entry,
+        updated_at: std::time::Instant,
+        _duration_until_expiry: Option<Duration>,
+    ) -> Option<Duration> {
+        self.expire_after_create(key, value, updated_at)
+    }
+}
+
+/// What the cache knows about a key.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Cached {
+    /// A fresh value.
+    Found(Value),
+    /// Freshly known not to exist.
+    NotFound,
+    /// Expired, but within `max_stale`: usable if a fetch fails.
+    Stale(Value),
+    /// Nothing usable.
+    Miss,
+}
+
+/// Cache settings; see [`LookupEnricherBuilder`](crate::enrich::LookupEnricherBuilder).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CacheConfig {
+    pub(crate) ttl: Duration,
+    pub(crate) negative_ttl: Duration,
+    pub(crate) max_entries: u64,
+    pub(crate) max_stale: Option<Duration>,
+}
+
+pub(crate) struct LookupCache {
+    inner: moka::future::Cache<Key, Entry>,
+    cfg: CacheConfig,
+}
+
+impl std::fmt::Debug for LookupCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LookupCache")
+            .field("entries", &self.inner.entry_count())
+            .field("config", &self.cfg)
+            .finish()
+    }
+}
+
+impl LookupCache {
+    pub(crate) fn new(cfg: CacheConfig) -> Self {
+        let inner = moka::future::Cache::builder()
+            .max_capacity(cfg.max_entries)
+            .expire_after(Expire {
+                ttl_found: cfg.ttl + cfg.max_stale.unwrap_or(Duration::ZERO),
+                ttl_not_found: cfg.negative_ttl,
+            })
+            .build();
+        LookupCache { inner, cfg }
+    }
+
+    pub(crate) async fn get(&self, key: &Key) -> Cached {
+        let Some(entry) = self.inner.get(key).await else {
+            return Cached::Miss;
+        };
+        let age = entry.at.elapsed();
+        match entry.value {
+            Some(v) if age < self.cfg.ttl => Cached::Found(v),
+            Some(v) => match self.cfg.max_stale {
+                Some(max) if age < self.cfg.ttl + max => Cached::Stale(v),
+                _ => Cached::Miss,
+            },
+            None if age < self.cfg.negative_ttl => Cached::NotFound,
+            None => Cached::Miss,
+        }
+    }
+
+    pub(crate) async fn insert(&self, key: Key, value: Option<Value>) {
+        let ttl = if value.is_some() {
+            self.cfg.ttl
+        } else {
+            self.cfg.negative_ttl
+        };
+        if ttl.is_zero() {
+            return;
+        }
+        self.inner
+            .insert(
+                key,
+                Entry {
+                    value,
+                    at: Instant::now(),
+                },
+            )
+            .await;
+    }
+
+    /// Entries held (after pending evictions are applied).
+    pub(crate) async fn entry_count(&self) -> u64 {
+        self.inner.run_pending_tasks().await;
+        self.inner.entry_count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> CacheConfig {
+        CacheConfig {
+            ttl: Duration::from_secs(60),
+            negative_ttl: Duration::from_secs(5),
+            max_entries: 100,
+            max_stale: Some(Duration::from_secs(30)),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn value_expires_then_is_stale_then_gone() {
+        let c = LookupCache::new(cfg());
+        let k = Key::from(7i64);
+        c.insert(k.clone(), Some(Value::from("a"))).await;
+        assert_eq!(c.get(&k).await, Cached::Found(Value::from("a")));
+        tokio::time::advance(Duration::from_secs(61)).await;
+        assert_eq!(c.get(&k).await, Cached::Stale(Value::from("a")));
+        tokio::time::advance(Duration::from_secs(30)).await;
+        assert_eq!(c.get(&k).await, Cached::Miss);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn not_found_has_its_own_ttl() {
+        let c = LookupCache::new(cfg());
+        let k = Key::from("ghost");
+        c.insert(k.clone(), None).await;
+        assert_eq!(c.get(&k).await, Cached::NotFound);
+        tokio::time::advance(Duration::from_secs(4)).await;
+        assert_eq!(c.get(&k).await, Cached::NotFound);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(c.get(&k).await, Cached::Miss);
+    }
+
+    #[tokio::test]
+    async fn size_bound_evicts() {
+        let c = LookupCache::new(CacheConfig {
+            max_entries: 50,
+            ..cfg()
+        });
+        for i in 0..500i64 {
+            c.insert(Key::from(i), Some(Value::from(i))).await;
+        }
+        let n = c.entry_count().await;
+        assert!(n <= 50, "cache holds {n} entries, bound is 50");
+    }
+}
