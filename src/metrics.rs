@@ -88,7 +88,7 @@ impl EnricherMetrics {
     /// Counters for the enricher called `name`.
     pub fn new(name: &str) -> Self {
         let label = ("enricher", name.to_owned());
-        let c = |n: &'static str| metrics::counter!(n, &[label.clone()]);
+        let c = |n: &'static str| metrics::counter!(n, std::slice::from_ref(&label));
         FacadeHandles {
             calls: c("fapilog_enricher_calls_total"),
             successes: c("fapilog_enricher_successes_total"),
@@ -100,8 +100,8 @@ impl EnricherMetrics {
             negative_hits: c("fapilog_enricher_cache_negative_hits_total"),
             singleflight_waits: c("fapilog_enricher_singleflight_waits_total"),
             fetches: c("fapilog_enricher_fetches_total"),
-            latency: metrics::histogram!("fapilog_enricher_latency_seconds", &[label.clone()]),
-            batch_size: metrics::histogram!("fapilog_enricher_batch_size", &[label.clone()]),
+            latency: metrics::histogram!("fapilog_enricher_latency_seconds", std::slice::from_ref(&label)),
+            batch_size: metrics::histogram!("fapilog_enricher_batch_size", std::slice::from_ref(&label)),
         }
         .into_metrics(name)
     }
@@ -155,7 +155,7 @@ impl EnricherMetrics {
     pub fn snapshot(&self) -> EnricherStats {
         let ld = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let (p50, p90, p99, max, n) = match self.latency.lock() {
-            Ok(h) if h.len() > 0 => (
+            Ok(h) if !h.is_empty() => (
                 h.value_at_quantile(0.50),
                 h.value_at_quantile(0.90),
                 h.value_at_quantile(0.99),
@@ -165,7 +165,7 @@ impl EnricherMetrics {
             _ => (0, 0, 0, 0, 0),
         };
         let (bmean, bmax) = match self.batch_sizes.lock() {
-            Ok(h) if h.len() > 0 => (h.mean(), h.max()),
+            Ok(h) if !h.is_empty() => (h.mean(), h.max()),
             _ => (0.0, 0),
         };
         EnricherStats {

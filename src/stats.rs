@@ -45,7 +45,7 @@ pub struct SinkStats {
 }
 
 /// What [`Guard::shutdown`](crate::Guard::shutdown) accomplished.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct ShutdownReport {
     /// Events handed to the sinks over the pipeline's life.
@@ -59,6 +59,8 @@ pub struct ShutdownReport {
     pub enricher_panics: u64,
     /// The deadline passed before the queue was drained.
     pub timed_out: bool,
+    /// Each async enricher's counters at the end, in declared order.
+    pub enrichers: Vec<crate::metrics::EnricherStats>,
 }
 
 #[derive(Debug, Default)]

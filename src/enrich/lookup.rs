@@ -135,6 +135,30 @@ pub trait Lookup: Send + Sync + 'static {
     /// (nothing is cached) and counts against the circuit breaker.
     fn fetch(&self, keys: &[Key]) -> impl Future<Output = Result<Found, EnrichError>> + Send;
 
+    /// Event fields this lookup wants to see with each key, for
+    /// [`fetch_with_context`](Lookup::fetch_with_context): a trace or request
+    /// id to forward to the source, say. Default: none.
+    fn context_fields(&self) -> &[Cow<'static, str>] {
+        &[]
+    }
+
+    /// [`fetch`](Lookup::fetch) with context, which is what
+    /// [`LookupEnricher`] calls. `context[i]` belongs to `keys[i]`: the
+    /// values of [`context_fields`](Lookup::context_fields), in that order,
+    /// read with [`Event::field`] from the first event of the batch that
+    /// carried the key (`None` where it had no such field; empty when the
+    /// lookup asks for no fields). Results are cached by key alone, so the
+    /// context must not change the answer. Default: calls `fetch` and
+    /// ignores the context.
+    fn fetch_with_context(
+        &self,
+        keys: &[Key],
+        context: &[Vec<Option<Value>>],
+    ) -> impl Future<Output = Result<Found, EnrichError>> + Send {
+        let _ = context;
+        self.fetch(keys)
+    }
+
     /// Acquires resources; see [`AsyncEnricher::startup`].
     fn startup(&self) -> impl Future<Output = Result<(), EnrichError>> + Send {
         async { Ok(()) }
@@ -384,6 +408,7 @@ impl<L: Lookup> LookupEnricher<L> {
     async fn fetch_leading(
         &self,
         leaders: Vec<(Key, watch::Sender<Option<Resolution>>)>,
+        context: &HashMap<Key, Vec<Option<Value>>>,
         ctx: &EnrichContext,
     ) -> HashMap<Key, Resolution> {
         let _guard = InFlightGuard {
@@ -400,8 +425,14 @@ impl<L: Lookup> LookupEnricher<L> {
         };
         let calls = chunks.into_iter().map(|chunk| async move {
             let keys: Vec<Key> = chunk.iter().map(|(k, _)| k.clone()).collect();
+            let key_context: Vec<Vec<Option<Value>>> = keys
+                .iter()
+                .map(|k| context.get(k).cloned().unwrap_or_default())
+                .collect();
             ctx.metrics().record_fetch(keys.len());
-            let result = ctx.call(self.lookup.fetch(&keys)).await;
+            let result = ctx
+                .call(self.lookup.fetch_with_context(&keys, &key_context))
+                .await;
             let mut out = Vec::with_capacity(chunk.len());
             match result {
                 Ok(mut found) => {
@@ -520,6 +551,19 @@ impl<L: Lookup> AsyncEnricher for LookupEnricher<L> {
                 }
             }
         }
+        // Context for the keys this call fetches: the first event carrying each.
+        let mut context: HashMap<Key, Vec<Option<Value>>> = HashMap::new();
+        let fields = self.lookup.context_fields();
+        if !fields.is_empty() && !leaders.is_empty() {
+            let leading: std::collections::HashSet<&Key> = leaders.iter().map(|(k, _)| k).collect();
+            for (event, key) in events.iter().zip(&keys) {
+                if let Some(key) = key.as_ref().filter(|k| leading.contains(k)) {
+                    context.entry(key.clone()).or_insert_with(|| {
+                        fields.iter().map(|f| event.field(f).cloned()).collect()
+                    });
+                }
+            }
+        }
         if !waiters.is_empty() {
             ctx.metrics()
                 .count(Counter::SingleflightWait, waiters.len() as u64);
@@ -531,7 +575,8 @@ impl<L: Lookup> AsyncEnricher for LookupEnricher<L> {
             };
             (key, r)
         }));
-        let (led, waited) = futures_util::future::join(self.fetch_leading(leaders, ctx), wait_all).await;
+        let (led, waited) =
+            futures_util::future::join(self.fetch_leading(leaders, &context, ctx), wait_all).await;
         resolved.extend(led);
         resolved.extend(waited);
 

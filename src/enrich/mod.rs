@@ -10,13 +10,25 @@
 use crate::event::{Event, FieldName, Value};
 
 mod async_enricher;
+#[cfg(feature = "http")]
+mod http;
 pub(crate) mod lifecycle;
 mod lookup;
+#[cfg(feature = "_sql")]
+mod sql;
+#[cfg(feature = "redis")]
+mod redis;
 pub(crate) mod stage;
 
 pub use async_enricher::{AsyncEnricher, CallError, EnrichContext, EnrichError, Patch};
+#[cfg(feature = "http")]
+pub use http::{HttpConfigError, HttpLookup, HttpLookupBuilder};
 pub use lifecycle::{EnricherHealth, EnricherOptions, HealthStatus};
 pub use lookup::{Found, Key, Lookup, LookupEnricher, LookupEnricherBuilder};
+#[cfg(feature = "_sql")]
+pub use sql::{PoolSettings, SqlConfigError, SqlLookup, SqlLookupBuilder};
+#[cfg(feature = "redis")]
+pub use self::redis::{RedisConfigError, RedisLookup, RedisLookupBuilder, ValueFormat};
 
 /// A synchronous enricher. Closures `Fn(&mut Event)` are enrichers too:
 ///

@@ -44,13 +44,13 @@ pub(crate) enum Stage {
 pub(crate) fn plan(steps: Vec<Step>) -> Result<Vec<Stage>, InitError> {
     let mut seen = HashSet::new();
     for s in &steps {
-        if let Step::Async(slot) = s {
-            if !seen.insert(slot.handle.name.clone()) {
-                return Err(InitError::enricher(
-                    &format!("`{}`", slot.handle.name),
-                    "two async enrichers have this name; names must be unique",
-                ));
-            }
+        if let Step::Async(slot) = s
+            && !seen.insert(slot.handle.name.clone())
+        {
+            return Err(InitError::enricher(
+                &format!("`{}`", slot.handle.name),
+                "two async enrichers have this name; names must be unique",
+            ));
         }
     }
     let all_async: HashSet<String> = seen;

@@ -530,11 +530,9 @@ fn install<L>(layer: L, guard: Guard, bridge_log: bool) -> Result<Guard, InitErr
 where
     L: Layer<Registry> + Send + Sync + 'static,
 {
-    if bridge_log {
-        if let Err(e) = tracing_log::LogTracer::init() {
-            let _ = guard.shutdown_blocking();
-            return Err(InitError::log_bridge(e));
-        }
+    if bridge_log && let Err(e) = tracing_log::LogTracer::init() {
+        let _ = guard.shutdown_blocking();
+        return Err(InitError::log_bridge(e));
     }
     let subscriber = tracing_subscriber::registry().with(layer);
     if let Err(e) = tracing::subscriber::set_global_default(subscriber) {

@@ -73,6 +73,7 @@ impl Shared {
             sink_failures: s.sink_failures,
             enricher_panics: s.enricher_panics,
             timed_out,
+            enrichers: s.enrichers,
         }
     }
 }

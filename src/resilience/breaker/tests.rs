@@ -347,13 +347,12 @@ async fn a_dropped_probe_reopens() {
 #[tokio::test(start_paused = true)]
 async fn a_panicking_call_counts_as_a_failure() {
     let b = Arc::new(breaker(consecutive(1)));
-    let task = {
+    let task: tokio::task::JoinHandle<Result<(), String>> = {
         let b = Arc::clone(&b);
         tokio::spawn(async move {
             b.call(|| async { panic!("boom") })
                 .await
                 .map_err(|e: BreakerError<std::io::Error>| e.to_string())
-                .map(|()| ())
         })
     };
     assert!(task.await.is_err());
@@ -592,7 +591,7 @@ async fn many_tasks_on_the_paused_clock_keep_counters_consistent() {
                                 .await;
                             // Down for three seconds, flaky otherwise.
                             let down = (2 * SEC..5 * SEC).contains(&(Instant::now() - start));
-                            if down || (task + i) % 5 == 0 {
+                            if down || (task + i).is_multiple_of(5) {
                                 Err(())
                             } else {
                                 Ok(())

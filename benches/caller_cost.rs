@@ -1,0 +1,216 @@
+//! Cost on the caller's thread of one `tracing::info!` call, fapilog next to
+//! the alternative a user would otherwise pick: `tracing_subscriber`'s JSON
+//! formatter writing through `tracing_appender::non_blocking`.
+//!
+//! Every setup hands its records to a background thread that throws them
+//! away, so what is timed is the log call itself (capture or formatting,
+//! plus the hand-off), not I/O:
+//!
+//! * `fapilog_null_sink`: fapilog with a [`Sink`] that does nothing with the
+//!   batch (the worker only pops events off the queue and frees them).
+//! * `fapilog_file_devnull`: fapilog with its real JSON file sink writing to
+//!   `/dev/null`, so the worker serializes every event; on a machine with few
+//!   cores that work competes with the caller for CPU.
+//! * `fmt_json_non_blocking`: `tracing_subscriber::fmt::layer().json()` on a
+//!   registry, writing through `tracing_appender::non_blocking` (default
+//!   settings: lossy, 128 000 buffered lines) to `std::io::sink()`.
+//!
+//! fapilog uses `Overflow::DropNewest` with a 128 000-event queue, the same
+//! bound and policy as `non_blocking`'s defaults, so a slow consumer shows up
+//! as drops (printed after each benchmark) rather than as the caller waiting.
+//!
+//! Run: `cargo bench --bench caller_cost`. After criterion's own output a
+//! summary table gives the median time per call of each setup and its ratio
+//! to `fmt_json_non_blocking`.
+
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use criterion::Criterion;
+use fapilog::{Event, Overflow, Sink, SinkError};
+use tracing::Dispatch;
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::{Layer, Registry};
+
+const QUEUE: usize = 128_000;
+
+/// Throws every batch away.
+struct NullSink;
+
+impl Sink for NullSink {
+    fn name(&self) -> &str {
+        "null"
+    }
+
+    async fn write_batch(&mut self, _events: &[Event]) -> Result<(), SinkError> {
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+#[allow(dead_code)] // only read through `Debug`
+enum Status {
+    Pending { retries: u8 },
+    Paid,
+}
+
+/// The measured call: five fields of mixed types and a message.
+#[inline(always)]
+fn log_one() {
+    tracing::info!(
+        order_id = black_box(1_234_567_u64),
+        amount = black_box(12.5_f64),
+        express = black_box(true),
+        currency = black_box("EUR"),
+        status = ?black_box(Status::Pending { retries: 2 }),
+        "order placed"
+    );
+}
+
+/// The measured call inside two nested spans, created and entered once per
+/// sample (outside the timed loop), as in a request handler that logs.
+fn with_spans(b: &mut criterion::Bencher<'_>) {
+    let request = tracing::info_span!("request", method = "POST", user_id = 42_u64);
+    let _request = request.enter();
+    let db = tracing::info_span!("db_query", table = "orders");
+    let _db = db.enter();
+    b.iter(log_one);
+}
+
+fn without_spans(b: &mut criterion::Bencher<'_>) {
+    b.iter(log_one);
+}
+
+enum Setup {
+    FapilogNull,
+    FapilogDevNull,
+    FmtJson,
+}
+
+impl Setup {
+    const ALL: [Setup; 3] = [Setup::FapilogNull, Setup::FapilogDevNull, Setup::FmtJson];
+
+    fn id(&self) -> &'static str {
+        match self {
+            Setup::FapilogNull => "fapilog_null_sink",
+            Setup::FapilogDevNull => "fapilog_file_devnull",
+            Setup::FmtJson => "fmt_json_non_blocking",
+        }
+    }
+
+    /// Builds the subscriber; the returned closure shuts it down and says
+    /// how many events were written and dropped.
+    fn start(&self) -> (Dispatch, Box<dyn FnOnce() -> String>) {
+        match self {
+            Setup::FapilogNull | Setup::FapilogDevNull => {
+                let builder = fapilog::builder()
+                    .level("info")
+                    .queue_capacity(QUEUE)
+                    .overflow(Overflow::DropNewest);
+                let builder = match self {
+                    Setup::FapilogNull => builder.sink(NullSink),
+                    _ => builder.file(fapilog::sink::FileSink::builder("/dev/null")),
+                };
+                let (layer, guard) = builder
+                    .build::<Registry>()
+                    .expect("fapilog pipeline starts");
+                let dispatch = Dispatch::new(tracing_subscriber::registry().with(layer));
+                let done = move || {
+                    let r = guard.shutdown_blocking();
+                    format!("emitted {}, dropped {}", r.emitted, r.dropped)
+                };
+                (dispatch, Box::new(done))
+            }
+            Setup::FmtJson => {
+                let (writer, guard) = tracing_appender::non_blocking(std::io::sink());
+                let errors = writer.error_counter();
+                let layer = tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_writer(writer)
+                    .with_filter(LevelFilter::INFO);
+                let dispatch = Dispatch::new(tracing_subscriber::registry().with(layer));
+                let done = move || {
+                    drop(guard);
+                    format!("dropped {}", errors.dropped_lines())
+                };
+                (dispatch, Box::new(done))
+            }
+        }
+    }
+}
+
+type Scenario = (&'static str, fn(&mut criterion::Bencher<'_>));
+
+const SCENARIOS: [Scenario; 2] = [
+    ("caller_5_fields_2_spans", with_spans),
+    ("caller_5_fields_no_span", without_spans),
+];
+
+fn bench(c: &mut Criterion) {
+    for (group_name, routine) in SCENARIOS {
+        let mut group = c.benchmark_group(group_name);
+        for setup in Setup::ALL {
+            let (dispatch, done) = setup.start();
+            group.bench_function(setup.id(), |b| {
+                tracing::dispatcher::with_default(&dispatch, || routine(b));
+            });
+            drop(dispatch);
+            eprintln!("{group_name}/{}: {}", setup.id(), done());
+        }
+        group.finish();
+    }
+}
+
+/// Where criterion keeps its results: `$CRITERION_HOME`, else `criterion`
+/// in the target directory this benchmark was built in.
+fn criterion_dir() -> Option<PathBuf> {
+    if let Some(home) = std::env::var_os("CRITERION_HOME") {
+        return Some(PathBuf::from(home));
+    }
+    let exe = std::env::current_exe().ok()?;
+    // <target>/<profile>/deps/caller_cost-<hash>
+    Some(exe.parent()?.parent()?.parent()?.join("criterion"))
+}
+
+fn median_ns(dir: &std::path::Path, group: &str, id: &str) -> Option<f64> {
+    let path = dir.join(group).join(id).join("new").join("estimates.json");
+    let text = std::fs::read_to_string(path).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    v["median"]["point_estimate"].as_f64()
+}
+
+fn summary() {
+    let Some(dir) = criterion_dir() else { return };
+    println!();
+    println!("median time per call (criterion's median of sample means)");
+    println!(
+        "{:<26} {:<24} {:>12} {:>14}",
+        "scenario", "setup", "median ns", "vs fmt_json"
+    );
+    for (group, _) in SCENARIOS {
+        let base = median_ns(&dir, group, Setup::FmtJson.id());
+        for setup in Setup::ALL {
+            let Some(ns) = median_ns(&dir, group, setup.id()) else {
+                continue;
+            };
+            let ratio = base.map_or("-".to_owned(), |b| format!("{:.2}x", ns / b));
+            println!("{group:<26} {:<24} {ns:>12.1} {ratio:>14}", setup.id());
+        }
+    }
+}
+
+fn main() {
+    let mut c = Criterion::default()
+        .warm_up_time(Duration::from_secs(2))
+        .measurement_time(Duration::from_secs(5))
+        .configure_from_args();
+    bench(&mut c);
+    c.final_summary();
+    // Under `cargo test` criterion runs each benchmark once and records
+    // nothing; only a real run has fresh numbers to summarize.
+    if std::env::args().any(|a| a == "--bench") {
+        summary();
+    }
+}

@@ -1,0 +1,719 @@
+//! `SqlLookup`: values from PostgreSQL, MySQL/MariaDB or SQLite through
+//! `sqlx` pools.
+//!
+//! The query fetches a whole batch of keys in one round trip; keys are
+//! always bound parameters, never spliced into SQL:
+//!
+//! | database | batch query | binding |
+//! | --- | --- | --- |
+//! | PostgreSQL | `SELECT id, name FROM users WHERE id = ANY($1)` | one array parameter: one prepared statement for any batch size |
+//! | MySQL, MariaDB, SQLite | `SELECT id, name FROM users WHERE id IN ({keys})` | `{keys}` becomes `?, ?, …`, one bound parameter per key |
+//!
+//! Each row becomes a JSON object of its columns, keyed by the
+//! [`key_column`](SqlLookupBuilder::key_column) (default: the first
+//! column). Types are kept: integers, floats and booleans stay numbers and
+//! booleans; text stays text; timestamps become RFC 3339 strings (UTC);
+//! JSON columns are embedded as JSON. Other types (PostgreSQL `NUMERIC`,
+//! `UUID`, MySQL `DECIMAL`…) should be cast in the query (`price::float8`,
+//! `id::text`, `CAST(price AS DOUBLE)`); the lookup fails with an error naming
+//! the column otherwise. `NULL` columns are left out of the object, or kept
+//! as `null` with [`nulls_as_null`](SqlLookupBuilder::nulls_as_null).
+//!
+//! The database URL is never written to a log record, an error message or a
+//! `Debug` output with its password.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, SecondsFormat, Utc};
+use serde_json::Map;
+use sqlx::{AssertSqlSafe, Column, Row, TypeInfo, ValueRef};
+use tokio::sync::OnceCell;
+
+use super::async_enricher::EnrichError;
+use super::lookup::{Found, Key, Lookup};
+use crate::event::Value;
+
+/// Pool settings for a [`SqlLookup`].
+///
+/// | setting | default |
+/// | --- | --- |
+/// | `min_connections` | 0 |
+/// | `max_connections` | 5 |
+/// | `acquire_timeout` | 2 s |
+/// | `idle_timeout` | 10 min |
+/// | `test_before_acquire` | true |
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PoolSettings {
+    /// Connections kept open even when idle.
+    pub min_connections: u32,
+    /// The most connections the pool opens.
+    pub max_connections: u32,
+    /// Longest a query waits for a free connection.
+    pub acquire_timeout: Duration,
+    /// Idle connections above the minimum are closed after this.
+    pub idle_timeout: Duration,
+    /// Ping a connection before handing it out (catches connections the
+    /// server closed, at the cost of a round trip).
+    pub test_before_acquire: bool,
+}
+
+impl PoolSettings {
+    /// Connections kept open even when idle.
+    pub fn min_connections(mut self, n: u32) -> Self {
+        self.min_connections = n;
+        self
+    }
+
+    /// The most connections the pool opens.
+    pub fn max_connections(mut self, n: u32) -> Self {
+        self.max_connections = n;
+        self
+    }
+
+    /// Longest a query waits for a free connection.
+    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
+        self.acquire_timeout = timeout;
+        self
+    }
+
+    /// Idle connections above the minimum are closed after this.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// Whether to ping a connection before handing it out.
+    pub fn test_before_acquire(mut self, on: bool) -> Self {
+        self.test_before_acquire = on;
+        self
+    }
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        PoolSettings {
+            min_connections: 0,
+            max_connections: 5,
+            acquire_timeout: Duration::from_secs(2),
+            idle_timeout: Duration::from_secs(600),
+            test_before_acquire: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    #[cfg(feature = "postgres")]
+    Postgres,
+    #[cfg(feature = "mysql")]
+    MySql,
+    #[cfg(feature = "sqlite")]
+    Sqlite,
+}
+
+#[derive(Debug, Clone)]
+enum Pool {
+    #[cfg(feature = "postgres")]
+    Postgres(sqlx::PgPool),
+    #[cfg(feature = "mysql")]
+    MySql(sqlx::MySqlPool),
+    #[cfg(feature = "sqlite")]
+    Sqlite(sqlx::SqlitePool),
+}
+
+/// Why a [`SqlLookup`] could not be configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqlConfigError(String);
+
+impl fmt::Display for SqlConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for SqlConfigError {}
+
+/// Configures a [`SqlLookup`].
+#[derive(Clone)]
+pub struct SqlLookupBuilder {
+    url: String,
+    query: Option<String>,
+    key_column: Option<String>,
+    nulls_as_null: bool,
+    pool: PoolSettings,
+    health_query: String,
+}
+
+impl fmt::Debug for SqlLookupBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqlLookupBuilder")
+            .field("url", &redact_url(&self.url))
+            .field("query", &self.query)
+            .field("key_column", &self.key_column)
+            .field("pool", &self.pool)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A [`Lookup`] that runs one query per batch of keys on a connection pool.
+///
+/// ```no_run
+/// use fapilog::enrich::{LookupEnricher, SqlLookup};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let users = SqlLookup::builder("postgres://app@localhost/app")
+///     .query("SELECT id, name, tier FROM users WHERE id = ANY($1)")
+///     .build()?;
+/// let enricher = LookupEnricher::builder("user", users)
+///     .key_field("user_id")
+///     .build();
+/// let guard = fapilog::builder().async_enricher(enricher).init()?;
+/// # drop(guard); Ok(()) }
+/// ```
+pub struct SqlLookup {
+    url: String,
+    backend: Backend,
+    query: Arc<str>,
+    key_column: Option<String>,
+    nulls_as_null: bool,
+    pool_settings: PoolSettings,
+    health_query: Arc<str>,
+    pool: OnceCell<Pool>,
+}
+
+impl fmt::Debug for SqlLookup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqlLookup")
+            .field("url", &redact_url(&self.url))
+            .field("backend", &self.backend)
+            .field("query", &self.query)
+            .field("pool", &self.pool_settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `scheme://user:password@host` → `scheme://user:***@host`.
+pub(crate) fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((auth, host)) = rest.split_once('@') else {
+        return url.to_owned();
+    };
+    match auth.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+impl SqlLookup {
+    /// Starts configuring a lookup on the database at `url`
+    /// (`postgres://…`, `mysql://…`, `mariadb://…` or `sqlite:…`).
+    pub fn builder(url: impl Into<String>) -> SqlLookupBuilder {
+        SqlLookupBuilder {
+            url: url.into(),
+            query: None,
+            key_column: None,
+            nulls_as_null: false,
+            pool: PoolSettings::default(),
+            health_query: "SELECT 1".to_owned(),
+        }
+    }
+
+    /// The pool, once started (for tests and for sharing with the
+    /// application).
+    #[cfg(feature = "postgres")]
+    pub fn pg_pool(&self) -> Option<&sqlx::PgPool> {
+        match self.pool.get() {
+            Some(Pool::Postgres(p)) => Some(p),
+            #[allow(unreachable_patterns)]
+            _ => None,
+        }
+    }
+
+    fn pool(&self) -> Result<&Pool, EnrichError> {
+        self.pool
+            .get()
+            .ok_or_else(|| EnrichError::msg("sql lookup used before start-up"))
+    }
+}
+
+impl SqlLookupBuilder {
+    /// The batch query (see the module docs for each database's form).
+    pub fn query(mut self, sql: impl Into<String>) -> Self {
+        self.query = Some(sql.into());
+        self
+    }
+
+    /// The column holding the key in each row (default: the first column).
+    pub fn key_column(mut self, column: impl Into<String>) -> Self {
+        self.key_column = Some(column.into());
+        self
+    }
+
+    /// Keep `NULL` columns as JSON `null` instead of leaving them out.
+    pub fn nulls_as_null(mut self) -> Self {
+        self.nulls_as_null = true;
+        self
+    }
+
+    /// Pool settings.
+    pub fn pool(mut self, settings: PoolSettings) -> Self {
+        self.pool = settings;
+        self
+    }
+
+    /// The health-check query (default `SELECT 1`).
+    pub fn health_query(mut self, sql: impl Into<String>) -> Self {
+        self.health_query = sql.into();
+        self
+    }
+
+    /// Checks the settings. Connecting happens at the enricher's start-up.
+    pub fn build(self) -> Result<SqlLookup, SqlConfigError> {
+        let backend = backend_of(&self.url)?;
+        let query = self.query.ok_or_else(|| {
+            SqlConfigError("sql lookup needs a query: call `.query(\"SELECT … WHERE id = ANY($1)\")` (PostgreSQL) or `.query(\"SELECT … WHERE id IN ({keys})\")` (MySQL, SQLite)".to_owned())
+        })?;
+        match backend {
+            #[cfg(feature = "postgres")]
+            Backend::Postgres => {
+                if !query.contains("$1") || query.contains("{keys}") {
+                    return Err(SqlConfigError(format!(
+                        "postgresql lookup query must bind the keys as one array parameter, `= ANY($1)`; got {query:?}"
+                    )));
+                }
+            }
+            #[allow(unreachable_patterns)]
+            _ => {
+                if !query.contains("{keys}") {
+                    return Err(SqlConfigError(format!(
+                        "mysql and sqlite lookup queries must contain `IN ({{keys}})`, which becomes one bound parameter per key; got {query:?}"
+                    )));
+                }
+            }
+        }
+        if self.pool.max_connections == 0 || self.pool.min_connections > self.pool.max_connections {
+            return Err(SqlConfigError(format!(
+                "pool needs 1 <= max_connections and min_connections <= max_connections; got min {} max {}",
+                self.pool.min_connections, self.pool.max_connections
+            )));
+        }
+        Ok(SqlLookup {
+            url: self.url,
+            backend,
+            query: Arc::from(query),
+            key_column: self.key_column,
+            nulls_as_null: self.nulls_as_null,
+            pool_settings: self.pool,
+            health_query: Arc::from(self.health_query),
+            pool: OnceCell::new(),
+        })
+    }
+}
+
+fn backend_of(url: &str) -> Result<Backend, SqlConfigError> {
+    let scheme = url.split(':').next().unwrap_or("");
+    match scheme {
+        #[cfg(feature = "postgres")]
+        "postgres" | "postgresql" => Ok(Backend::Postgres),
+        #[cfg(feature = "mysql")]
+        "mysql" | "mariadb" => Ok(Backend::MySql),
+        #[cfg(feature = "sqlite")]
+        "sqlite" => Ok(Backend::Sqlite),
+        other => Err(SqlConfigError(format!(
+            "unsupported database url scheme {other:?} in {}: expected postgres://, mysql://, mariadb:// or sqlite: (each needs its cargo feature: `postgres`, `mysql`, `sqlite`)",
+            redact_url(url)
+        ))),
+    }
+}
+
+fn connect_error(url: &str, e: sqlx::Error) -> EnrichError {
+    // sqlx errors do not carry the password; the URL we add is redacted.
+    EnrichError::new(format!("could not connect to {}", redact_url(url)), e)
+}
+
+fn query_error(e: sqlx::Error) -> EnrichError {
+    match e {
+        sqlx::Error::PoolTimedOut => EnrichError::msg("no free database connection (pool acquire timed out)"),
+        sqlx::Error::PoolClosed => EnrichError::msg("database pool closed"),
+        other => EnrichError::new("database query failed", other),
+    }
+}
+
+macro_rules! pool_options {
+    ($opts:ty, $s:expr) => {
+        <$opts>::new()
+            .min_connections($s.min_connections)
+            .max_connections($s.max_connections)
+            .acquire_timeout($s.acquire_timeout)
+            .idle_timeout(Some($s.idle_timeout))
+            .test_before_acquire($s.test_before_acquire)
+    };
+}
+
+impl Lookup for SqlLookup {
+    async fn startup(&self) -> Result<(), EnrichError> {
+        let s = self.pool_settings;
+        let url = self.url.as_str();
+        let pool = match self.backend {
+            #[cfg(feature = "postgres")]
+            Backend::Postgres => {
+                let opts = sqlx::postgres::PgConnectOptions::from_str(url)
+                    .map_err(|e| connect_error(url, e))?;
+                let pool = pool_options!(sqlx::postgres::PgPoolOptions, s)
+                    .connect_with(opts)
+                    .await
+                    .map_err(|e| connect_error(url, e))?;
+                Pool::Postgres(pool)
+            }
+            #[cfg(feature = "mysql")]
+            Backend::MySql => {
+                let url = url.replacen("mariadb://", "mysql://", 1);
+                let opts = sqlx::mysql::MySqlConnectOptions::from_str(&url)
+                    .map_err(|e| connect_error(&url, e))?;
+                let pool = pool_options!(sqlx::mysql::MySqlPoolOptions, s)
+                    .connect_with(opts)
+                    .await
+                    .map_err(|e| connect_error(&url, e))?;
+                Pool::MySql(pool)
+            }
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite => {
+                let opts = sqlx::sqlite::SqliteConnectOptions::from_str(url)
+                    .map_err(|e| connect_error(url, e))?;
+                let pool = pool_options!(sqlx::sqlite::SqlitePoolOptions, s)
+                    .connect_with(opts)
+                    .await
+                    .map_err(|e| connect_error(url, e))?;
+                Pool::Sqlite(pool)
+            }
+        };
+        // A retried start-up after a failure may race nobody: start-up runs
+        // once at a time. Keep the first pool if one exists.
+        if self.pool.set(pool.clone()).is_err() {
+            close(&pool).await;
+        }
+        Ok(())
+    }
+
+    async fn shutdown(&self) -> Result<(), EnrichError> {
+        if let Some(pool) = self.pool.get() {
+            close(pool).await;
+        }
+        Ok(())
+    }
+
+    async fn health_check(&self) -> Result<(), EnrichError> {
+        let sql = AssertSqlSafe(self.health_query.clone());
+        match self.pool()? {
+            #[cfg(feature = "postgres")]
+            Pool::Postgres(p) => sqlx::query(sql).execute(p).await.map(|_| ()),
+            #[cfg(feature = "mysql")]
+            Pool::MySql(p) => sqlx::query(sql).execute(p).await.map(|_| ()),
+            #[cfg(feature = "sqlite")]
+            Pool::Sqlite(p) => sqlx::query(sql).execute(p).await.map(|_| ()),
+        }
+        .map_err(query_error)
+    }
+
+    async fn fetch(&self, keys: &[Key]) -> Result<Found, EnrichError> {
+        if keys.is_empty() {
+            return Ok(Found::new());
+        }
+        let key_col = self.key_column.as_deref();
+        let nulls = self.nulls_as_null;
+        let mut found = Found::new();
+        match self.pool()? {
+            #[cfg(feature = "postgres")]
+            Pool::Postgres(p) => {
+                // The SQL comes from the application's configuration; the keys
+                // are bound as one array parameter, never spliced in.
+                let q = sqlx::query(AssertSqlSafe(self.query.clone()));
+                let q = if keys.iter().all(|k| matches!(k, Key::Int(_))) {
+                    q.bind(
+                        keys.iter()
+                            .filter_map(|k| match k {
+                                Key::Int(i) => Some(*i),
+                                _ => None,
+                            })
+                            .collect::<Vec<i64>>(),
+                    )
+                } else {
+                    q.bind(keys.iter().map(|k| k.to_string()).collect::<Vec<String>>())
+                };
+                for row in q.fetch_all(p).await.map_err(query_error)? {
+                    let (k, v) = row_to_json(&row, key_col, nulls, pg_value)?;
+                    found.insert(k, v);
+                }
+            }
+            #[cfg(feature = "mysql")]
+            Pool::MySql(p) => {
+                let sql = expand_keys(&self.query, keys.len());
+                let mut q = sqlx::query(AssertSqlSafe(sql));
+                for k in keys {
+                    q = match k {
+                        Key::Int(i) => q.bind(*i),
+                        Key::UInt(u) => q.bind(*u),
+                        Key::Str(s) => q.bind(s.to_string()),
+                        Key::Bool(b) => q.bind(*b),
+                    };
+                }
+                for row in q.fetch_all(p).await.map_err(query_error)? {
+                    let (k, v) = row_to_json(&row, key_col, nulls, mysql_value)?;
+                    found.insert(k, v);
+                }
+            }
+            #[cfg(feature = "sqlite")]
+            Pool::Sqlite(p) => {
+                let sql = expand_keys(&self.query, keys.len());
+                let mut q = sqlx::query(AssertSqlSafe(sql));
+                for k in keys {
+                    q = match k {
+                        Key::Int(i) => q.bind(*i),
+                        Key::UInt(u) => q.bind(u.to_string()),
+                        Key::Str(s) => q.bind(s.to_string()),
+                        Key::Bool(b) => q.bind(*b),
+                    };
+                }
+                for row in q.fetch_all(p).await.map_err(query_error)? {
+                    let (k, v) = row_to_json(&row, key_col, nulls, sqlite_value)?;
+                    found.insert(k, v);
+                }
+            }
+        }
+        Ok(found)
+    }
+}
+
+async fn close(pool: &Pool) {
+    match pool {
+        #[cfg(feature = "postgres")]
+        Pool::Postgres(p) => p.close().await,
+        #[cfg(feature = "mysql")]
+        Pool::MySql(p) => p.close().await,
+        #[cfg(feature = "sqlite")]
+        Pool::Sqlite(p) => p.close().await,
+    }
+}
+
+/// `IN ({keys})` → `IN (?, ?, ?)`.
+#[allow(dead_code)]
+fn expand_keys(sql: &str, n: usize) -> String {
+    let mut params = String::with_capacity(n * 3);
+    for i in 0..n {
+        if i > 0 {
+            params.push_str(", ");
+        }
+        params.push('?');
+    }
+    sql.replace("{keys}", &params)
+}
+
+type ColumnDecoder<R> = fn(&R, usize, &str) -> Result<Option<Value>, EnrichError>;
+
+/// One row → (key, object of its columns).
+fn row_to_json<R: Row>(
+    row: &R,
+    key_column: Option<&str>,
+    nulls_as_null: bool,
+    decode: ColumnDecoder<R>,
+) -> Result<(Key, Value), EnrichError> {
+    let mut obj = Map::with_capacity(row.columns().len());
+    let mut key = None;
+    for (i, col) in row.columns().iter().enumerate() {
+        let name = col.name();
+        let value = decode(row, i, name)?;
+        let is_key = match key_column {
+            Some(k) => k == name,
+            None => i == 0,
+        };
+        if is_key {
+            key = value.as_ref().and_then(Key::from_value);
+        }
+        match value {
+            Some(v) => {
+                obj.insert(name.to_owned(), v);
+            }
+            None if nulls_as_null => {
+                obj.insert(name.to_owned(), Value::Null);
+            }
+            None => {}
+        }
+    }
+    let key = key.ok_or_else(|| {
+        EnrichError::msg(format!(
+            "query result has no usable key column {:?} (integer or text, not null)",
+            key_column.unwrap_or("<first column>")
+        ))
+    })?;
+    Ok((key, Value::Object(obj)))
+}
+
+fn unsupported(column: &str, ty: &str) -> EnrichError {
+    EnrichError::msg(format!(
+        "column {column:?} has type {ty}, which the sql lookup does not convert: cast it in the query to an integer, float, boolean, text, timestamp or json type"
+    ))
+}
+
+fn decode_err(column: &str, e: sqlx::Error) -> EnrichError {
+    EnrichError::new(format!("could not read column {column:?}"), e)
+}
+
+fn ts(t: DateTime<Utc>) -> Value {
+    Value::String(t.to_rfc3339_opts(SecondsFormat::AutoSi, true))
+}
+
+fn naive_ts(t: NaiveDateTime) -> Value {
+    ts(t.and_utc())
+}
+
+fn float(f: f64) -> Value {
+    serde_json::Number::from_f64(f)
+        .map(Value::Number)
+        .unwrap_or_else(|| Value::String(f.to_string()))
+}
+
+macro_rules! get {
+    ($row:expr, $i:expr, $col:expr, $t:ty, $map:expr) => {
+        $row.try_get::<Option<$t>, _>($i)
+            .map_err(|e| decode_err($col, e))?
+            .map($map)
+    };
+}
+
+#[cfg(feature = "postgres")]
+fn pg_value(row: &sqlx::postgres::PgRow, i: usize, col: &str) -> Result<Option<Value>, EnrichError> {
+    let raw = row.try_get_raw(i).map_err(|e| decode_err(col, e))?;
+    if raw.is_null() {
+        return Ok(None);
+    }
+    let ty = raw.type_info().name().to_owned();
+    Ok(match ty.as_str() {
+        "BOOL" => get!(row, i, col, bool, Value::Bool),
+        "INT2" => get!(row, i, col, i16, Value::from),
+        "INT4" => get!(row, i, col, i32, Value::from),
+        "INT8" => get!(row, i, col, i64, Value::from),
+        "FLOAT4" => get!(row, i, col, f32, |f| float(f as f64)),
+        "FLOAT8" => get!(row, i, col, f64, float),
+        "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" | "CHAR" | "CITEXT" => {
+            get!(row, i, col, String, Value::String)
+        }
+        "TIMESTAMPTZ" => get!(row, i, col, DateTime<Utc>, ts),
+        "TIMESTAMP" => get!(row, i, col, NaiveDateTime, naive_ts),
+        "DATE" => get!(row, i, col, NaiveDate, |d| Value::String(d.to_string())),
+        "TIME" => get!(row, i, col, NaiveTime, |t| Value::String(t.to_string())),
+        "JSON" | "JSONB" => get!(row, i, col, serde_json::Value, |v| v),
+        other => match row.try_get::<Option<String>, _>(i) {
+            // Text under another name (e.g. a `_bin` collation reported as
+            // VARBINARY, a domain over text).
+            Ok(v) => v.map(Value::String),
+            Err(_) => return Err(unsupported(col, other)),
+        },
+    })
+}
+
+#[cfg(feature = "mysql")]
+fn mysql_value(row: &sqlx::mysql::MySqlRow, i: usize, col: &str) -> Result<Option<Value>, EnrichError> {
+    let raw = row.try_get_raw(i).map_err(|e| decode_err(col, e))?;
+    if raw.is_null() {
+        return Ok(None);
+    }
+    let ty = raw.type_info().name().to_owned();
+    Ok(match ty.as_str() {
+        "BOOLEAN" => get!(row, i, col, bool, Value::Bool),
+        "TINYINT" | "SMALLINT" | "MEDIUMINT" | "INT" | "BIGINT" => {
+            get!(row, i, col, i64, Value::from)
+        }
+        "TINYINT UNSIGNED" | "SMALLINT UNSIGNED" | "MEDIUMINT UNSIGNED" | "INT UNSIGNED"
+        | "BIGINT UNSIGNED" => get!(row, i, col, u64, Value::from),
+        "FLOAT" => get!(row, i, col, f32, |f| float(f as f64)),
+        "DOUBLE" => get!(row, i, col, f64, float),
+        "VARCHAR" | "CHAR" | "TEXT" | "TINYTEXT" | "MEDIUMTEXT" | "LONGTEXT" | "ENUM" => {
+            get!(row, i, col, String, Value::String)
+        }
+        "TIMESTAMP" => get!(row, i, col, DateTime<Utc>, ts),
+        "DATETIME" => get!(row, i, col, NaiveDateTime, naive_ts),
+        "DATE" => get!(row, i, col, NaiveDate, |d| Value::String(d.to_string())),
+        "TIME" => get!(row, i, col, NaiveTime, |t| Value::String(t.to_string())),
+        "JSON" => get!(row, i, col, serde_json::Value, |v| v),
+        other => match row.try_get::<Option<String>, _>(i) {
+            // Text under another name (e.g. a `_bin` collation reported as
+            // VARBINARY, a domain over text).
+            Ok(v) => v.map(Value::String),
+            Err(_) => return Err(unsupported(col, other)),
+        },
+    })
+}
+
+#[cfg(feature = "sqlite")]
+fn sqlite_value(row: &sqlx::sqlite::SqliteRow, i: usize, col: &str) -> Result<Option<Value>, EnrichError> {
+    let raw = row.try_get_raw(i).map_err(|e| decode_err(col, e))?;
+    if raw.is_null() {
+        return Ok(None);
+    }
+    // SQLite values are dynamically typed: prefer the column's declared type
+    // (`BOOLEAN`, `DATETIME`), else the value's storage class.
+    let declared = row.columns()[i].type_info().name();
+    let ty = if declared == "NULL" {
+        raw.type_info().name().to_owned()
+    } else {
+        declared.to_owned()
+    };
+    Ok(match ty.as_str() {
+        "BOOLEAN" => get!(row, i, col, bool, Value::Bool),
+        "INTEGER" => get!(row, i, col, i64, Value::from),
+        "REAL" => get!(row, i, col, f64, float),
+        "TEXT" => get!(row, i, col, String, Value::String),
+        "DATETIME" => get!(row, i, col, DateTime<Utc>, ts),
+        "DATE" => get!(row, i, col, NaiveDate, |d| Value::String(d.to_string())),
+        "TIME" => get!(row, i, col, NaiveTime, |t| Value::String(t.to_string())),
+        other => match row.try_get::<Option<String>, _>(i) {
+            // Text under another name (e.g. a `_bin` collation reported as
+            // VARBINARY, a domain over text).
+            Ok(v) => v.map(Value::String),
+            Err(_) => return Err(unsupported(col, other)),
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact_url("postgres://app:s3cret@db:5432/app"),
+            "postgres://app:***@db:5432/app"
+        );
+        assert_eq!(redact_url("sqlite::memory:"), "sqlite::memory:");
+        let b = SqlLookup::builder("postgres://app:s3cret@db/app").query("SELECT 1 WHERE 1 = ANY($1)");
+        assert!(!format!("{b:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn keys_placeholder_expands_to_bound_parameters() {
+        assert_eq!(
+            expand_keys("SELECT * FROM t WHERE id IN ({keys})", 3),
+            "SELECT * FROM t WHERE id IN (?, ?, ?)"
+        );
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        let e = SqlLookup::builder("oracle://x").query("q").build().unwrap_err();
+        assert!(e.to_string().contains("unsupported database url scheme"), "{e}");
+        let e = SqlLookup::builder("sqlite::memory:").build().unwrap_err();
+        assert!(e.to_string().contains("needs a query"), "{e}");
+        let e = SqlLookup::builder("sqlite::memory:")
+            .query("SELECT * FROM t WHERE id = ?")
+            .build()
+            .unwrap_err();
+        assert!(e.to_string().contains("{keys}"), "{e}");
+    }
+}

@@ -1,0 +1,197 @@
+//! What an event carries from its call site: span fields root to leaf
+//! (with values recorded later), field types, the thread, and field lookup
+//! through the span stack.
+
+mod support;
+
+use fapilog::{Event, Value};
+use support::{Collected, start};
+
+/// Runs `f` under a fresh pipeline and returns the events it captured.
+fn capture(f: impl FnOnce()) -> Vec<Event> {
+    let out = Collected::new();
+    let (dispatch, guard) = start(fapilog::builder().sink(out.sink()));
+    tracing::dispatcher::with_default(&dispatch, f);
+    let report = guard.shutdown_blocking();
+    assert_eq!(report.dropped, 0, "{report:?}");
+    out.events()
+}
+
+fn span_fields(e: &Event) -> Vec<(String, Vec<(String, Value)>)> {
+    e.spans()
+        .map(|s| {
+            let fields = s.fields().map(|(k, v)| (k.to_owned(), v.clone())).collect();
+            (s.name().to_owned(), fields)
+        })
+        .collect()
+}
+
+fn fields(list: &[(&str, Value)]) -> Vec<(String, Value)> {
+    list.iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect()
+}
+
+#[test]
+fn span_fields_are_captured_root_to_leaf_with_recorded_values() {
+    let events = capture(|| {
+        let root = tracing::info_span!("request", user_id = 42u64, path = "/orders");
+        let _root = root.enter();
+        let mid = tracing::info_span!("db", table = "orders", rows = tracing::field::Empty);
+        let _mid = mid.enter();
+        tracing::info!("before record");
+        mid.record("rows", 3u64);
+        let leaf = tracing::info_span!("retry", attempt = 1u64);
+        let _leaf = leaf.enter();
+        tracing::info!("inside");
+        // Recording again replaces the value in place.
+        leaf.record("attempt", 2u64);
+        tracing::info!("after second record");
+    });
+    assert_eq!(events.len(), 3);
+
+    let root = (
+        "request".to_owned(),
+        fields(&[("user_id", 42.into()), ("path", "/orders".into())]),
+    );
+    let db_before = ("db".to_owned(), fields(&[("table", "orders".into())]));
+    let db = (
+        "db".to_owned(),
+        fields(&[("table", "orders".into()), ("rows", 3.into())]),
+    );
+    assert_eq!(span_fields(&events[0]), [root.clone(), db_before]);
+    assert_eq!(
+        span_fields(&events[1]),
+        [
+            root.clone(),
+            db.clone(),
+            ("retry".to_owned(), fields(&[("attempt", 1.into())]))
+        ]
+    );
+    assert_eq!(
+        span_fields(&events[2]),
+        [
+            root,
+            db,
+            ("retry".to_owned(), fields(&[("attempt", 2.into())]))
+        ]
+    );
+}
+
+#[test]
+fn a_later_record_does_not_change_events_already_captured() {
+    let events = capture(|| {
+        let span = tracing::info_span!("job", state = "queued");
+        let _e = span.enter();
+        tracing::info!("first");
+        span.record("state", "running");
+        tracing::info!("second");
+    });
+    assert_eq!(events[0].field("state"), Some(&"queued".into()));
+    assert_eq!(events[1].field("state"), Some(&"running".into()));
+}
+
+#[derive(Debug)]
+#[allow(dead_code)] // read through its Debug form only
+struct Point {
+    x: i32,
+    y: i32,
+}
+
+#[test]
+fn event_field_types_are_preserved() {
+    let addr: std::net::Ipv4Addr = "10.0.0.1".parse().unwrap();
+    let events = capture(|| {
+        tracing::info!(
+            neg = i64::MIN,
+            big = u64::MAX,
+            ratio = 0.25f64,
+            ok = true,
+            name = "alice",
+            point = ?Point { x: 1, y: -2 },
+            addr = %addr,
+            "typed"
+        );
+    });
+    let e = &events[0];
+    assert_eq!(e.message(), Some("typed"));
+    let got: Vec<(&str, &Value)> = e.fields().collect();
+    let names: Vec<&str> = got.iter().map(|(k, _)| *k).collect();
+    assert_eq!(
+        names,
+        ["neg", "big", "ratio", "ok", "name", "point", "addr"]
+    );
+
+    assert_eq!(e.field("neg").and_then(Value::as_i64), Some(i64::MIN));
+    assert_eq!(e.field("big").and_then(Value::as_u64), Some(u64::MAX));
+    let ratio = e.field("ratio").unwrap();
+    assert!(ratio.is_f64(), "{ratio:?}");
+    assert_eq!(ratio.as_f64(), Some(0.25));
+    assert_eq!(e.field("ok"), Some(&Value::Bool(true)));
+    assert_eq!(e.field("name"), Some(&Value::from("alice")));
+    assert_eq!(
+        e.field("point"),
+        Some(&Value::from("Point { x: 1, y: -2 }"))
+    );
+    assert_eq!(e.field("addr"), Some(&Value::from("10.0.0.1")));
+}
+
+#[test]
+fn the_logging_thread_is_recorded() {
+    let out = Collected::new();
+    let (dispatch, guard) = start(fapilog::builder().sink(out.sink()));
+    let (name, id) = std::thread::Builder::new()
+        .name("billing-worker".to_owned())
+        .spawn(move || {
+            tracing::dispatcher::with_default(&dispatch, || tracing::info!("from a named thread"));
+            let id = format!("{:?}", std::thread::current().id());
+            (std::thread::current().name().map(str::to_owned), id)
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    guard.shutdown_blocking();
+
+    let e = &out.events()[0];
+    assert_eq!(e.thread_name(), Some("billing-worker"));
+    assert_eq!(name.as_deref(), e.thread_name());
+    assert_eq!(id, format!("ThreadId({})", e.thread_id()));
+}
+
+#[test]
+fn field_lookup_goes_event_then_innermost_span_outwards() {
+    let events = capture(|| {
+        let outer =
+            tracing::info_span!("outer", user_id = 1u64, tenant = "acme", shadowed = "outer");
+        let _o = outer.enter();
+        let inner = tracing::info_span!("inner", shadowed = "inner", request_id = "r-9");
+        let _i = inner.enter();
+        tracing::info!(request_id = "from-event", "lookup");
+    });
+    let e = &events[0];
+    // Found on spans, for an event that does not carry them itself.
+    assert_eq!(e.field("user_id"), Some(&1.into()));
+    assert_eq!(e.field("tenant"), Some(&"acme".into()));
+    // The innermost span wins over an outer one...
+    assert_eq!(e.field("shadowed"), Some(&"inner".into()));
+    // ...and the event's own field wins over any span.
+    assert_eq!(e.field("request_id"), Some(&"from-event".into()));
+    assert_eq!(e.field("missing"), None);
+    // The event's own fields stay separate from its spans'.
+    let own: Vec<_> = e.fields().map(|(k, _)| k).collect();
+    assert_eq!(own, ["request_id"]);
+}
+
+#[test]
+fn events_outside_spans_and_after_exit_carry_no_span() {
+    let events = capture(|| {
+        {
+            let span = tracing::info_span!("short");
+            let _e = span.enter();
+            tracing::info!("in");
+        }
+        tracing::info!("out");
+    });
+    assert_eq!(events[0].spans().count(), 1);
+    assert_eq!(events[1].spans().count(), 0);
+}
