@@ -120,7 +120,7 @@ impl Default for QueueSettings {
 
 /// The overflow policy's configuration form; see [`Overflow`].
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "snake_case")]
+#[serde(try_from = "String")]
 #[non_exhaustive]
 pub enum OverflowSetting {
     /// [`Overflow::Block`]
@@ -212,7 +212,7 @@ pub struct StdoutSettings {
 
 /// The stdout format's configuration form; see [`StdoutFormat`].
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "snake_case")]
+#[serde(try_from = "String")]
 #[non_exhaustive]
 pub enum FormatSetting {
     /// JSON lines.
@@ -255,7 +255,7 @@ fn default_keep() -> usize {
 
 /// The rotation's configuration form; see [`Rotation`].
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "snake_case")]
+#[serde(try_from = "String")]
 #[non_exhaustive]
 pub enum RotationSetting {
     /// Size only.
@@ -417,6 +417,41 @@ pub(crate) fn parse_filter(s: &str) -> Result<Targets, String> {
             .map_err(|_| format!("{:?} is not a level", level.trim()))?;
     }
     s.parse::<Targets>().map_err(|e| e.to_string())
+}
+
+impl TryFrom<String> for OverflowSetting {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.as_str() {
+            "block" => Ok(OverflowSetting::Block),
+            "drop_newest" => Ok(OverflowSetting::DropNewest),
+            "drop_oldest" => Ok(OverflowSetting::DropOldest),
+            other => Err(format!("unknown value `{other}`, expected one of `block`, `drop_newest`, `drop_oldest`")),
+        }
+    }
+}
+
+impl TryFrom<String> for FormatSetting {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.as_str() {
+            "json" => Ok(FormatSetting::Json),
+            "pretty" => Ok(FormatSetting::Pretty),
+            other => Err(format!("unknown value `{other}`, expected one of `json`, `pretty`")),
+        }
+    }
+}
+
+impl TryFrom<String> for RotationSetting {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.as_str() {
+            "never" => Ok(RotationSetting::Never),
+            "hourly" => Ok(RotationSetting::Hourly),
+            "daily" => Ok(RotationSetting::Daily),
+            other => Err(format!("unknown value `{other}`, expected one of `never`, `hourly`, `daily`")),
+        }
+    }
 }
 
 #[cfg(test)]

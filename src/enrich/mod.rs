@@ -14,12 +14,14 @@ mod async_enricher;
 mod http;
 pub(crate) mod lifecycle;
 mod lookup;
-#[cfg(feature = "_sql")]
-mod sql;
 #[cfg(feature = "redis")]
 mod redis;
+#[cfg(feature = "_sql")]
+mod sql;
 pub(crate) mod stage;
 
+#[cfg(feature = "redis")]
+pub use self::redis::{RedisConfigError, RedisLookup, RedisLookupBuilder, ValueFormat};
 pub use async_enricher::{AsyncEnricher, CallError, EnrichContext, EnrichError, Patch};
 #[cfg(feature = "http")]
 pub use http::{HttpConfigError, HttpLookup, HttpLookupBuilder};
@@ -27,8 +29,6 @@ pub use lifecycle::{EnricherHealth, EnricherOptions, HealthStatus};
 pub use lookup::{Found, Key, Lookup, LookupEnricher, LookupEnricherBuilder};
 #[cfg(feature = "_sql")]
 pub use sql::{PoolSettings, SqlConfigError, SqlLookup, SqlLookupBuilder};
-#[cfg(feature = "redis")]
-pub use self::redis::{RedisConfigError, RedisLookup, RedisLookupBuilder, ValueFormat};
 
 /// A synchronous enricher. Closures `Fn(&mut Event)` are enrichers too:
 ///

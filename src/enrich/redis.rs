@@ -371,7 +371,9 @@ fn redact_url(url: &str) -> String {
         let query: Vec<String> = query
             .split('&')
             .map(|pair| match pair.split_once('=') {
-                Some((k, _)) if k.eq_ignore_ascii_case("pass") || k.eq_ignore_ascii_case("password") => {
+                Some((k, _))
+                    if k.eq_ignore_ascii_case("pass") || k.eq_ignore_ascii_case("password") =>
+                {
                     format!("{k}=***")
                 }
                 _ => pair.to_owned(),
@@ -384,7 +386,10 @@ fn redact_url(url: &str) -> String {
 
 fn connect_error(url: &str, e: RedisError) -> EnrichError {
     // Redis errors do not carry the password; the URL we add is redacted.
-    EnrichError::new(format!("could not connect to redis at {}", redact_url(url)), e)
+    EnrichError::new(
+        format!("could not connect to redis at {}", redact_url(url)),
+        e,
+    )
 }
 
 fn command_error(command: &'static str, e: RedisError) -> EnrichError {
@@ -452,10 +457,12 @@ impl Lookup for RedisLookup {
         let url = self.inner.url.as_str();
         // Connects (with the configured retries), authenticates and selects
         // the database; fails if Redis cannot be reached.
-        let mut manager =
-            ConnectionManager::new_with_config(self.inner.client.clone(), self.inner.manager_config.clone())
-                .await
-                .map_err(|e| connect_error(url, e))?;
+        let mut manager = ConnectionManager::new_with_config(
+            self.inner.client.clone(),
+            self.inner.manager_config.clone(),
+        )
+        .await
+        .map_err(|e| connect_error(url, e))?;
         ::redis::cmd("PING")
             .query_async::<()>(&mut manager)
             .await
@@ -531,10 +538,10 @@ impl Lookup for RedisLookup {
                 // Per-command results, so one key of the wrong type does not
                 // fail the others.
                 pipe.ignore_errors();
-                let replies: Vec<RedisResult<::redis::Value>> = pipe
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(|e| command_error("HGETALL", e))?;
+                let replies: Vec<RedisResult<::redis::Value>> =
+                    pipe.query_async(&mut conn)
+                        .await
+                        .map_err(|e| command_error("HGETALL", e))?;
                 if replies.len() != keys.len() {
                     return Err(EnrichError::msg(format!(
                         "redis pipeline answered {} replies for {} HGETALLs",
@@ -586,7 +593,9 @@ mod tests {
 
     #[test]
     fn bad_settings_are_named_without_the_password() {
-        let e = RedisLookup::builder("http://app:s3cret@cache").build().unwrap_err();
+        let e = RedisLookup::builder("http://app:s3cret@cache")
+            .build()
+            .unwrap_err();
         assert!(e.to_string().contains("bad redis url"), "{e}");
         assert!(!e.to_string().contains("s3cret"), "{e}");
         let e = RedisLookup::builder("redis://cache")
@@ -625,8 +634,14 @@ mod tests {
             Some(Value::from(r#"{"name":"Ada"}"#))
         );
         assert_eq!(decode(ValueFormat::JsonOrString, raw), Some(obj));
-        assert_eq!(decode(ValueFormat::JsonOrString, b"Ada".to_vec()), Some(Value::from("Ada")));
-        assert_eq!(decode(ValueFormat::String, vec![0x41, 0xff]), Some(Value::from("A\u{fffd}")));
+        assert_eq!(
+            decode(ValueFormat::JsonOrString, b"Ada".to_vec()),
+            Some(Value::from("Ada"))
+        );
+        assert_eq!(
+            decode(ValueFormat::String, vec![0x41, 0xff]),
+            Some(Value::from("A\u{fffd}"))
+        );
     }
 
     #[test]
@@ -639,7 +654,10 @@ mod tests {
             R::BulkString(b"gold".to_vec()),
         ]);
         let obj = hash_to_object(flat).unwrap();
-        assert_eq!(Value::Object(obj), serde_json::json!({"name": "Ada", "tier": "gold"}));
+        assert_eq!(
+            Value::Object(obj),
+            serde_json::json!({"name": "Ada", "tier": "gold"})
+        );
         let map = R::Map(vec![(R::BulkString(b"a".to_vec()), R::Int(1))]);
         assert_eq!(
             Value::Object(hash_to_object(map).unwrap()),

@@ -97,7 +97,7 @@ impl Worker {
                 n += queue.pop_into(&mut batch, self.batch_size - n);
             }
             let _ = n;
-            self.process(&mut batch).await;
+            self.process(&mut batch, true).await;
             dirty = true;
             if Instant::now() >= next_drop_check {
                 next_drop_check = Instant::now() + self.drop_report_interval;
@@ -124,10 +124,12 @@ impl Worker {
             .with_field("dropped", since)
             .with_field("dropped_total", dropped);
         let mut batch = vec![event];
-        self.process(&mut batch).await;
+        // fapilog's own record: written, but not counted as an emitted
+        // application event (emitted + dropped = logged).
+        self.process(&mut batch, false).await;
     }
 
-    async fn process(&mut self, batch: &mut [Event]) {
+    async fn process(&mut self, batch: &mut [Event], count_emitted: bool) {
         let deadline = Instant::now() + self.enrich_deadline;
         for stage in &self.stages {
             match stage {
@@ -165,9 +167,11 @@ impl Worker {
                 }
             });
         futures_util::future::join_all(writes).await;
-        self.shared
-            .emitted
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        if count_emitted {
+            self.shared
+                .emitted
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        }
     }
 
     async fn flush_sinks(&mut self) {
