@@ -102,3 +102,8 @@ pub use stats::{ShutdownReport, SinkStats, Stats};
 pub fn builder() -> Builder {
     Builder::default()
 }
+
+/// The README's examples, compiled as doc tests.
+#[cfg(all(doctest, feature = "postgres"))]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
