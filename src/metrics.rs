@@ -228,9 +228,10 @@ pub struct EnricherStats {
     pub calls: u64,
     /// Calls that succeeded.
     pub successes: u64,
-    /// Calls that failed (timeouts included).
+    /// Calls that failed (call timeouts included).
     pub failures: u64,
-    /// Calls that timed out.
+    /// Calls that timed out: by the call timeout (also failures) or by the
+    /// batch deadline (not held against the enricher).
     pub timeouts: u64,
     /// Calls not made because the circuit was open.
     pub short_circuits: u64,

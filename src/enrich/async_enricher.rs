@@ -218,6 +218,8 @@ pub struct EnrichContext {
     pub(crate) breaker: Arc<CircuitBreaker>,
     pub(crate) call_timeout: Duration,
     pub(crate) deadline: Instant,
+    /// The whole batch's time for async enrichment.
+    pub(crate) budget: Duration,
 }
 
 impl EnrichContext {
@@ -233,6 +235,7 @@ impl EnrichContext {
             breaker,
             call_timeout,
             deadline,
+            budget: deadline.saturating_duration_since(Instant::now()),
         }
     }
 
@@ -253,8 +256,11 @@ impl EnrichContext {
 
     /// Runs one external call under the circuit breaker, the call timeout
     /// (capped by the batch deadline) and the metrics: an open circuit
-    /// returns at once without calling; a failure, a timeout or a panic
-    /// counts against the breaker.
+    /// returns at once without calling; a failure, a call timeout or a
+    /// panic counts against the breaker. A call cut off by the batch
+    /// deadline after earlier enrichers had used more than half of the
+    /// batch's time is a `Timeout` for the events but is not held against
+    /// the breaker.
     pub async fn call<T, F>(&self, fut: F) -> Result<T, CallError>
     where
         F: Future<Output = Result<T, EnrichError>> + Send,
@@ -264,8 +270,16 @@ impl EnrichContext {
             return Err(CallError::CircuitOpen);
         };
         self.metrics.count(Counter::Call, 1);
-        let deadline = self.deadline.min(Instant::now() + self.call_timeout);
         let started = Instant::now();
+        let own_limit = started + self.call_timeout;
+        // The batch deadline may leave less time than the call timeout. A
+        // call that had at least half the batch's budget and still did not
+        // answer is the dependency failing; one squeezed by earlier
+        // enrichers into less than that is not held against it.
+        let squeezed =
+            self.deadline.saturating_duration_since(started) < self.budget / 2;
+        let cut_by_deadline = self.deadline < own_limit && squeezed;
+        let deadline = self.deadline.min(own_limit);
         let fut: Pin<Box<dyn Future<Output = _> + Send + '_>> =
             Box::pin(AssertUnwindSafe(fut).catch_unwind());
         let result = tokio::time::timeout_at(deadline, fut).await;
@@ -285,6 +299,11 @@ impl EnrichContext {
                 permit.failure();
                 self.metrics.count(Counter::Failure, 1);
                 Err(CallError::Failed(EnrichError::msg("panicked")))
+            }
+            Err(_elapsed) if cut_by_deadline => {
+                permit.abandon();
+                self.metrics.count(Counter::Timeout, 1);
+                Err(CallError::Timeout)
             }
             Err(_elapsed) => {
                 permit.failure();

@@ -257,6 +257,11 @@ pub(crate) async fn retry_startup(slot: Arc<AsyncSlot>, cfg: LifecycleConfig, mu
         .with_max_delay(cfg.retry_max)
         .with_jitter()
         .without_max_times();
+    // The start-up just failed: wait before the first retry too.
+    tokio::select! {
+        _ = tokio::time::sleep(cfg.retry_min) => {}
+        _ = stop.wait_for(|s| *s) => return,
+    }
     let attempt = || start_one(&slot, cfg.startup_timeout);
     let retried = attempt
         .retry(backoff)

@@ -429,9 +429,13 @@ impl<L: Lookup> LookupEnricher<L> {
                 .iter()
                 .map(|k| context.get(k).cloned().unwrap_or_default())
                 .collect();
-            ctx.metrics().record_fetch(keys.len());
+            let (keys, key_context) = (&keys, &key_context);
+            // Counted only when the call is made (not when short-circuited).
             let result = ctx
-                .call(self.lookup.fetch_with_context(&keys, &key_context))
+                .call(async move {
+                    ctx.metrics().record_fetch(keys.len());
+                    self.lookup.fetch_with_context(keys, key_context).await
+                })
                 .await;
             let mut out = Vec::with_capacity(chunk.len());
             match result {

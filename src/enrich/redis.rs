@@ -38,13 +38,14 @@
 //!
 //! **Connection.** One multiplexed connection, kept by the redis crate's
 //! `ConnectionManager`, opened at the enricher's start-up; it carries every
-//! fetch concurrently. When the connection drops, the manager reconnects by
-//! itself with exponential backoff. Meanwhile fetches fail or time out (the
-//! circuit breaker counts them; cached values are still served) and
-//! enrichment resumes when Redis is back, without a restart. Start-up fails
-//! when Redis cannot be reached after the reconnect retries; the pipeline
-//! then reports the enricher down and retries its start-up in the
-//! background. Health checks send `PING`.
+//! fetch concurrently. When a command finds the connection broken, the
+//! manager reconnects in the background with exponential backoff; while
+//! Redis stays down, later fetches and health checks keep starting new
+//! attempts. Meanwhile fetches fail or time out (the circuit breaker counts
+//! them; cached values are still served), and enrichment resumes when Redis
+//! is back, without a restart. Start-up fails when Redis cannot be reached
+//! after the reconnect retries; the pipeline then reports the enricher down
+//! and retries its start-up in the background. Health checks send `PING`.
 //!
 //! The URL is never written to an error message or a `Debug` output with its
 //! password.

@@ -178,12 +178,13 @@ pub(crate) async fn run_async(
     levels: &[Vec<Arc<AsyncSlot>>],
     batch: &mut [Event],
     deadline: Instant,
+    budget: std::time::Duration,
     record_errors: bool,
 ) {
     for level in levels {
         let events: &[Event] = batch;
         let outcomes =
-            futures_util::future::join_all(level.iter().map(|slot| run_one(slot, events, deadline)))
+            futures_util::future::join_all(level.iter().map(|slot| run_one(slot, events, deadline, budget)))
                 .await;
         for (slot, outcome) in level.iter().zip(outcomes) {
             let name = &slot.handle.name;
@@ -210,16 +211,27 @@ pub(crate) async fn run_async(
     }
 }
 
-async fn run_one(slot: &AsyncSlot, events: &[Event], deadline: Instant) -> Outcome {
+async fn run_one(
+    slot: &AsyncSlot,
+    events: &[Event],
+    deadline: Instant,
+    budget: std::time::Duration,
+) -> Outcome {
     let handle = &slot.handle;
     if !handle.is_started() {
         return Outcome::Failed("unavailable".into());
+    }
+    if Instant::now() >= deadline {
+        // An earlier level used up the batch's time: not this enricher's
+        // failure, so no call and nothing held against its breaker.
+        return Outcome::Failed("timeout".into());
     }
     let ctx = EnrichContext {
         metrics: handle.metrics.clone(),
         breaker: handle.breaker.clone(),
         call_timeout: slot.opts.call_timeout,
         deadline,
+        budget,
     };
     let mut patches = vec![Patch::default(); events.len()];
     if slot.enricher.guards_own_calls() {

@@ -458,6 +458,15 @@ impl Builder {
             steps.push(Step::Sync(Box::new(Pid::new())));
         }
         steps.extend(self.steps);
+        // Health and stats list enrichers in declared order, whatever order
+        // their dependencies make them run in.
+        let declared: Vec<_> = steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Async(slot) => Some(slot.handle.clone()),
+                Step::Sync(_) => None,
+            })
+            .collect();
         let stages = plan(steps)?;
         let async_slots: Vec<Arc<AsyncSlot>> = stages
             .iter()
@@ -480,7 +489,7 @@ impl Builder {
             enricher_panics: AtomicU64::new(0),
             sinks: sinks.iter().map(|s| SinkCounters::new(s.name())).collect(),
             done: Signal::default(),
-            enrichers: async_slots.iter().map(|s| s.handle.clone()).collect(),
+            enrichers: declared,
         });
         let worker = Worker {
             shared: shared.clone(),

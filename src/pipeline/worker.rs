@@ -146,7 +146,7 @@ impl Worker {
                     }
                 }
                 Stage::Async(levels) => {
-                    run_async(levels, batch, deadline, self.record_errors).await;
+                    run_async(levels, batch, deadline, self.enrich_deadline, self.record_errors).await;
                 }
             }
         }

@@ -247,6 +247,7 @@ impl CircuitBreaker {
                 successes: c.successes,
                 failures: c.failures,
                 cancelled: c.cancelled,
+                abandoned: c.abandoned,
                 in_flight: c.in_flight,
                 short_circuited: c.short_circuited,
                 times_opened: c.times_opened,
@@ -318,6 +319,15 @@ impl Permit<'_> {
         self.breaker.settle(self.generation, Verdict::Failure);
     }
 
+    /// The call was cut short by something that is not the dependency's
+    /// fault (the batch's deadline ran out while it was waiting its turn):
+    /// frees the permit without a verdict, so it neither opens nor closes
+    /// the breaker. Counted in [`BreakerSnapshot::abandoned`].
+    pub fn abandon(mut self) {
+        self.settled = true;
+        self.breaker.settle(self.generation, Verdict::Abandoned);
+    }
+
     /// Whether this is a half-open probe, whose outcome decides whether the
     /// breaker closes.
     pub fn is_probe(&self) -> bool {
@@ -346,6 +356,7 @@ enum Verdict {
     Success,
     Failure,
     Cancelled,
+    Abandoned,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -354,6 +365,7 @@ struct Counters {
     successes: u64,
     failures: u64,
     cancelled: u64,
+    abandoned: u64,
     in_flight: u64,
     short_circuited: u64,
     times_opened: u64,
@@ -416,9 +428,18 @@ impl Inner {
         generation: u64,
         verdict: Verdict,
     ) -> Option<Transition> {
-        let failed = verdict != Verdict::Success;
         let c = &mut self.counters;
         c.in_flight -= 1;
+        if verdict == Verdict::Abandoned {
+            c.abandoned += 1;
+            if generation == self.generation
+                && let State::HalfOpen { in_flight, .. } = &mut self.state
+            {
+                *in_flight -= 1;
+            }
+            return None;
+        }
+        let failed = verdict != Verdict::Success;
         let now = if failed {
             c.failures += 1;
             if verdict == Verdict::Cancelled {

@@ -67,6 +67,10 @@ pub struct BreakerSnapshot {
     /// Of the failures, permits dropped without a verdict (cancelled or
     /// panicked calls).
     pub cancelled: u64,
+    /// Admitted calls released without a verdict (see
+    /// [`Permit::abandon`](super::Permit::abandon)); neither successes nor
+    /// failures.
+    pub abandoned: u64,
     /// Admitted calls with no verdict yet.
     pub in_flight: u64,
     /// Calls refused without being made.
