@@ -12,9 +12,9 @@
 //! server or `redis-server` binary fails the tests, saying how to get one.
 #![cfg(feature = "redis")]
 
-mod support;
 #[path = "support/redis_support.rs"]
 mod redis_support;
+mod support;
 
 use std::time::{Duration, Instant};
 
@@ -78,7 +78,10 @@ impl Running {
             {
                 return e;
             }
-            assert!(Instant::now() < deadline, "event with user_id {id} not written within {EVENT_PATIENCE:?}");
+            assert!(
+                Instant::now() < deadline,
+                "event with user_id {id} not written within {EVENT_PATIENCE:?}"
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
@@ -88,7 +91,7 @@ impl Running {
     }
 }
 
-fn by_user<'a>(events: &'a [Event], id: impl Into<Value>) -> &'a Event {
+fn by_user(events: &[Event], id: impl Into<Value>) -> &Event {
     let id = id.into();
     events
         .iter()
@@ -115,13 +118,31 @@ async fn get_json_values_are_merged_into_events() {
     let mut conn = shared().await;
     let prefix = unique_prefix("get_json");
     let _cleanup = Cleanup::new(&redis_url(), &prefix);
-    set(&mut conn, &format!("{prefix}user:1"), r#"{"name":"Ada","tier":"gold","seats":3}"#).await;
-    set(&mut conn, &format!("{prefix}user:2"), r#"{"name":"Bob","tier":"free","beta":true}"#).await;
-    set(&mut conn, &format!("{prefix}user:alice"), r#"{"name":"Alice"}"#).await;
+    set(
+        &mut conn,
+        &format!("{prefix}user:1"),
+        r#"{"name":"Ada","tier":"gold","seats":3}"#,
+    )
+    .await;
+    set(
+        &mut conn,
+        &format!("{prefix}user:2"),
+        r#"{"name":"Bob","tier":"free","beta":true}"#,
+    )
+    .await;
+    set(
+        &mut conn,
+        &format!("{prefix}user:alice"),
+        r#"{"name":"Alice"}"#,
+    )
+    .await;
 
     let users = lookup(&redis_url(), &prefix).build().unwrap();
-    let running = run(fapilog::builder()
-        .async_enricher(LookupEnricher::builder("user", users).key_field("user_id").build()))
+    let running = run(fapilog::builder().async_enricher(
+        LookupEnricher::builder("user", users)
+            .key_field("user_id")
+            .build(),
+    ))
     .await;
     tracing::info!(user_id = 1, "first");
     tracing::info!(user_id = 2, "second");
@@ -139,10 +160,21 @@ async fn get_json_values_are_merged_into_events() {
         inserted(by_user(&events, 2), "user"),
         Some(json!({"name": "Bob", "tier": "free", "beta": true}))
     );
-    assert_eq!(inserted(by_user(&events, "alice"), "user"), Some(json!({"name": "Alice"})));
+    assert_eq!(
+        inserted(by_user(&events, "alice"), "user"),
+        Some(json!({"name": "Alice"}))
+    );
     let missing = by_user(&events, 3);
-    assert_eq!(inserted(missing, "user"), None, "a missing key adds nothing");
-    assert!(errors(missing).is_empty(), "a missing key is not an error: {:?}", errors(missing));
+    assert_eq!(
+        inserted(missing, "user"),
+        None,
+        "a missing key adds nothing"
+    );
+    assert!(
+        errors(missing).is_empty(),
+        "a missing key is not an error: {:?}",
+        errors(missing)
+    );
     for e in &events {
         assert!(errors(e).is_empty(), "{:?}", errors(e));
     }
@@ -157,25 +189,48 @@ async fn get_string_values_stay_strings_and_json_or_string_parses_what_it_can() 
     set(&mut conn, &format!("{prefix}user:2"), r#"{"a":1}"#).await;
     set(&mut conn, &format!("{prefix}user:3"), "42").await;
 
-    let as_string = lookup(&redis_url(), &prefix).get(ValueFormat::String).build().unwrap();
+    let as_string = lookup(&redis_url(), &prefix)
+        .get(ValueFormat::String)
+        .build()
+        .unwrap();
     let either = lookup(&redis_url(), &prefix)
         .get(ValueFormat::JsonOrString)
         .build()
         .unwrap();
     let running = run(fapilog::builder()
-        .async_enricher(LookupEnricher::builder("name", as_string).key_field("user_id").build())
-        .async_enricher(LookupEnricher::builder("either", either).key_field("user_id").build()))
+        .async_enricher(
+            LookupEnricher::builder("name", as_string)
+                .key_field("user_id")
+                .build(),
+        )
+        .async_enricher(
+            LookupEnricher::builder("either", either)
+                .key_field("user_id")
+                .build(),
+        ))
     .await;
     for id in 1..=4 {
         tracing::info!(user_id = id, "event");
     }
     let (_, events) = running.finish().await;
 
-    assert_eq!(inserted(by_user(&events, 1), "name"), Some(json!("Ada Lovelace")));
-    assert_eq!(inserted(by_user(&events, 2), "name"), Some(json!(r#"{"a":1}"#)));
+    assert_eq!(
+        inserted(by_user(&events, 1), "name"),
+        Some(json!("Ada Lovelace"))
+    );
+    assert_eq!(
+        inserted(by_user(&events, 2), "name"),
+        Some(json!(r#"{"a":1}"#))
+    );
     assert_eq!(inserted(by_user(&events, 3), "name"), Some(json!("42")));
-    assert_eq!(inserted(by_user(&events, 1), "either"), Some(json!("Ada Lovelace")));
-    assert_eq!(inserted(by_user(&events, 2), "either"), Some(json!({"a": 1})));
+    assert_eq!(
+        inserted(by_user(&events, 1), "either"),
+        Some(json!("Ada Lovelace"))
+    );
+    assert_eq!(
+        inserted(by_user(&events, 2), "either"),
+        Some(json!({"a": 1}))
+    );
     assert_eq!(inserted(by_user(&events, 3), "either"), Some(json!(42)));
     let missing = by_user(&events, 4);
     assert_eq!(inserted(missing, "name"), None);
@@ -207,8 +262,11 @@ async fn hgetall_hashes_become_objects_and_other_types_are_skipped() {
 
     let users = lookup(&redis_url(), &prefix).hgetall().build().unwrap();
     let probe = users.clone();
-    let running = run(fapilog::builder()
-        .async_enricher(LookupEnricher::builder("user", users).key_field("user_id").build()))
+    let running = run(fapilog::builder().async_enricher(
+        LookupEnricher::builder("user", users)
+            .key_field("user_id")
+            .build(),
+    ))
     .await;
     for id in 1..=4 {
         tracing::info!(user_id = id, "event");
@@ -220,15 +278,29 @@ async fn hgetall_hashes_become_objects_and_other_types_are_skipped() {
         inserted(by_user(&events, 1), "user"),
         Some(json!({"name": "Ada", "tier": "gold", "seats": "3"}))
     );
-    assert_eq!(inserted(by_user(&events, 2), "user"), Some(json!({"name": "Bob"})));
-    assert_eq!(inserted(by_user(&events, 3), "user"), None, "a string is not a hash");
-    assert_eq!(inserted(by_user(&events, 4), "user"), None, "no hash, no fields");
+    assert_eq!(
+        inserted(by_user(&events, 2), "user"),
+        Some(json!({"name": "Bob"}))
+    );
+    assert_eq!(
+        inserted(by_user(&events, 3), "user"),
+        None,
+        "a string is not a hash"
+    );
+    assert_eq!(
+        inserted(by_user(&events, 4), "user"),
+        None,
+        "no hash, no fields"
+    );
     for e in &events {
         assert!(errors(e).is_empty(), "{:?}", errors(e));
     }
     assert_eq!(probe.invalid_values(), 1, "the WRONGTYPE key is counted");
     let s = &stats.enrichers[0];
-    assert_eq!(s.failures, 0, "one key of the wrong type does not fail the fetch: {s:?}");
+    assert_eq!(
+        s.failures, 0,
+        "one key of the wrong type does not fail the fetch: {s:?}"
+    );
 }
 
 #[tokio::test]
@@ -240,10 +312,16 @@ async fn malformed_json_skips_that_key_only() {
     set(&mut conn, &format!("{prefix}user:2"), r#"{"name": "Bob""#).await;
     set(&mut conn, &format!("{prefix}user:3"), "plain text").await;
 
-    let users = lookup(&redis_url(), &prefix).get(ValueFormat::Json).build().unwrap();
+    let users = lookup(&redis_url(), &prefix)
+        .get(ValueFormat::Json)
+        .build()
+        .unwrap();
     let probe = users.clone();
-    let running = run(fapilog::builder()
-        .async_enricher(LookupEnricher::builder("user", users).key_field("user_id").build()))
+    let running = run(fapilog::builder().async_enricher(
+        LookupEnricher::builder("user", users)
+            .key_field("user_id")
+            .build(),
+    ))
     .await;
     // Logged without awaiting in between: one batch, one fetch.
     for id in 1..=3 {
@@ -253,10 +331,17 @@ async fn malformed_json_skips_that_key_only() {
         running.written(&Value::from(id)).await;
     }
     let s = running.guard.stats().enrichers[0].clone();
-    assert_eq!((s.fetches, s.failures), (1, 0), "one fetch, and it succeeded: {s:?}");
+    assert_eq!(
+        (s.fetches, s.failures),
+        (1, 0),
+        "one fetch, and it succeeded: {s:?}"
+    );
     let (_, events) = running.finish().await;
 
-    assert_eq!(inserted(by_user(&events, 1), "user"), Some(json!({"name": "Ada"})));
+    assert_eq!(
+        inserted(by_user(&events, 1), "user"),
+        Some(json!({"name": "Ada"}))
+    );
     for id in [2, 3] {
         let e = by_user(&events, id);
         assert_eq!(inserted(e, "user"), None);
@@ -271,14 +356,22 @@ async fn missing_keys_of_a_batch_cost_one_mget() {
     let server = PrivateRedis::start().await;
     let mut conn = redis_support::connect(&server.url()).await.unwrap();
     for id in [3, 17, 29] {
-        set(&mut conn, &format!("user:{id}"), &format!(r#"{{"id":{id}}}"#)).await;
+        set(
+            &mut conn,
+            &format!("user:{id}"),
+            &format!(r#"{{"id":{id}}}"#),
+        )
+        .await;
     }
     let users = RedisLookup::builder(server.url())
         .key_template("user:{key}")
         .build()
         .unwrap();
-    let running = run(fapilog::builder()
-        .async_enricher(LookupEnricher::builder("user", users).key_field("user_id").build()))
+    let running = run(fapilog::builder().async_enricher(
+        LookupEnricher::builder("user", users)
+            .key_field("user_id")
+            .build(),
+    ))
     .await;
     let mget_before = command_calls(&mut conn, "mget").await;
     let get_before = command_calls(&mut conn, "get").await;
@@ -293,7 +386,11 @@ async fn missing_keys_of_a_batch_cost_one_mget() {
     }
     let mget_after = command_calls(&mut conn, "mget").await;
     assert_eq!(mget_after - mget_before, 1, "one MGET for the whole batch");
-    assert_eq!(command_calls(&mut conn, "get").await, get_before, "no single GETs");
+    assert_eq!(
+        command_calls(&mut conn, "get").await,
+        get_before,
+        "no single GETs"
+    );
     let s = running.guard.stats().enrichers[0].clone();
     assert_eq!((s.fetches, s.fetched_keys), (1, 40), "{s:?}");
 
@@ -303,7 +400,11 @@ async fn missing_keys_of_a_batch_cost_one_mget() {
         tracing::info!(user_id = id, again = true, "event");
     }
     let (report, events) = running.finish().await;
-    assert_eq!(command_calls(&mut conn, "mget").await, mget_after, "no round trip for cached keys");
+    assert_eq!(
+        command_calls(&mut conn, "mget").await,
+        mget_after,
+        "no round trip for cached keys"
+    );
     assert_eq!(report.dropped, 0);
     assert_eq!(events.len(), 80);
     for e in &events {
@@ -364,12 +465,28 @@ async fn hostile_key_names_are_only_data() {
     }
     for p in patterns {
         let e = by_user(&events, p);
-        assert_eq!(inserted(e, "user"), None, "{p:?} is a key name, not a pattern");
+        assert_eq!(
+            inserted(e, "user"),
+            None,
+            "{p:?} is a key name, not a pattern"
+        );
         assert!(errors(e).is_empty(), "{:?}", errors(e));
     }
-    let alive: Option<String> = redis::cmd("GET").arg(&canary).query_async(&mut conn).await.unwrap();
-    assert_eq!(alive.as_deref(), Some("alive"), "nothing was deleted or flushed");
-    let exists: i64 = redis::cmd("EXISTS").arg(&injected).query_async(&mut conn).await.unwrap();
+    let alive: Option<String> = redis::cmd("GET")
+        .arg(&canary)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        alive.as_deref(),
+        Some("alive"),
+        "nothing was deleted or flushed"
+    );
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg(&injected)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     assert_eq!(exists, 0, "no command was injected");
 }
 
@@ -382,9 +499,17 @@ async fn start_up_needs_redis_and_health_checks_ping_it() {
         .reconnect_backoff(Duration::from_millis(10), Duration::from_millis(20))
         .build()
         .unwrap();
-    let e = down.startup().await.expect_err("start-up fails when Redis is unreachable");
+    let e = down
+        .startup()
+        .await
+        .expect_err("start-up fails when Redis is unreachable");
     let msg = e.to_string();
-    assert!(msg.contains(&format!("could not connect to redis at redis://:***@127.0.0.1:{port}/0")), "{msg}");
+    assert!(
+        msg.contains(&format!(
+            "could not connect to redis at redis://:***@127.0.0.1:{port}/0"
+        )),
+        "{msg}"
+    );
     assert!(!msg.contains("s3cret"), "{msg}");
     assert!(!format!("{down:?}").contains("s3cret"));
     assert!(down.health_check().await.is_err());
@@ -397,7 +522,10 @@ async fn start_up_needs_redis_and_health_checks_ping_it() {
     up.health_check().await.expect("PING answers");
     assert!(up.connection_manager().is_some());
     up.shutdown().await.unwrap();
-    assert!(up.connection_manager().is_none(), "shutdown drops the connection");
+    assert!(
+        up.connection_manager().is_none(),
+        "shutdown drops the connection"
+    );
     let e = up.health_check().await.expect_err("shut down");
     assert!(e.to_string().contains("not started"), "{e}");
 }
@@ -409,17 +537,25 @@ async fn enrichment_survives_a_redis_outage_and_resumes_by_itself() {
     let mut conn = redis_support::connect(&server.url()).await.unwrap();
     set(&mut conn, "user:1", r#"{"n":1}"#).await;
 
+    // Default connection settings; a short call timeout and a breaker that
+    // opens after two failures and probes again after 300 ms keep it fast.
     let users = RedisLookup::builder(server.url())
         .key_template("user:{key}")
         .build()
         .unwrap();
-    let options = EnricherOptions::new().call_timeout(Duration::from_millis(300)).breaker(
-        BreakerConfig::default()
-            .policy(FailurePolicy::Consecutive(2))
-            .recovery_timeout(Duration::from_millis(300)),
-    );
-    let running = run(fapilog::builder()
-        .async_enricher_with(LookupEnricher::builder("user", users).key_field("user_id").build(), options))
+    let options = EnricherOptions::new()
+        .call_timeout(Duration::from_millis(300))
+        .breaker(
+            BreakerConfig::default()
+                .policy(FailurePolicy::Consecutive(2))
+                .recovery_timeout(Duration::from_millis(300)),
+        );
+    let running = run(fapilog::builder().async_enricher_with(
+        LookupEnricher::builder("user", users)
+            .key_field("user_id")
+            .build(),
+        options,
+    ))
     .await;
 
     // Up: enriched.
@@ -443,8 +579,15 @@ async fn enrichment_survives_a_redis_outage_and_resumes_by_itself() {
             break;
         }
     }
-    assert_eq!(reasons.last().map(String::as_str), Some("circuit_open"), "breaker never opened: {reasons:?}");
-    assert!(reasons.len() >= 3, "at least two failed fetches before it opened: {reasons:?}");
+    assert_eq!(
+        reasons.last().map(String::as_str),
+        Some("circuit_open"),
+        "breaker never opened: {reasons:?}"
+    );
+    assert!(
+        reasons.len() >= 3,
+        "at least two failed fetches before it opened: {reasons:?}"
+    );
     assert_eq!(running.breaker().await, BreakerState::Open);
 
     // Back (empty: no persistence), on the same port: enrichment resumes
@@ -462,10 +605,12 @@ async fn enrichment_survives_a_redis_outage_and_resumes_by_itself() {
         if inserted(&e, "user") == Some(json!({"n": 2})) {
             break;
         }
-        assert!(Instant::now() < deadline, "enrichment did not resume within 8 s of the restart");
+        assert!(
+            Instant::now() < deadline,
+            "enrichment did not resume within 8 s of the restart"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    eprintln!("DEBUG reasons={reasons:?} attempts={attempts} elapsed={:?}", started.elapsed());
     assert_eq!(running.breaker().await, BreakerState::Closed);
 
     let stats = running.guard.stats();
@@ -473,8 +618,16 @@ async fn enrichment_survives_a_redis_outage_and_resumes_by_itself() {
     assert!(s.failures >= 2 && s.short_circuits >= 1, "{s:?}");
     let (report, events) = running.finish().await;
     assert_eq!(report.dropped, 0);
-    assert_eq!(events.len(), 1 + reasons.len() + attempts as usize, "every event was written");
-    assert!(started.elapsed() < Duration::from_secs(15), "took {:?}", started.elapsed());
+    assert_eq!(
+        events.len(),
+        1 + reasons.len() + attempts as usize,
+        "every event was written"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        started.elapsed()
+    );
 }
 
 /// The event of the `attempt`-th retry logged with `user_id = 2`.
@@ -482,7 +635,8 @@ async fn wait_for_attempt(running: &Running, attempt: u64) -> Event {
     let deadline = Instant::now() + EVENT_PATIENCE;
     loop {
         if let Some(e) = running.collected.app_events().into_iter().find(|e| {
-            e.field("user_id") == Some(&Value::from(2)) && e.field("attempt") == Some(&Value::from(attempt))
+            e.field("user_id") == Some(&Value::from(2))
+                && e.field("attempt") == Some(&Value::from(attempt))
         }) {
             return e;
         }

@@ -201,7 +201,10 @@ impl PrivateRedis {
             match connect(&url).await {
                 Ok(_) => return,
                 Err(e) if Instant::now() >= deadline => {
-                    panic!("private redis-server on port {} did not answer within 5 s: {e}", self.port)
+                    panic!(
+                        "private redis-server on port {} did not answer within 5 s: {e}",
+                        self.port
+                    )
                 }
                 Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
             }
