@@ -44,6 +44,7 @@ struct FacadeHandles {
     cache_hits: metrics::Counter,
     cache_misses: metrics::Counter,
     negative_hits: metrics::Counter,
+    stale_served: metrics::Counter,
     singleflight_waits: metrics::Counter,
     fetches: metrics::Counter,
     latency: metrics::Histogram,
@@ -98,6 +99,7 @@ impl EnricherMetrics {
             cache_hits: c("fapilog_enricher_cache_hits_total"),
             cache_misses: c("fapilog_enricher_cache_misses_total"),
             negative_hits: c("fapilog_enricher_cache_negative_hits_total"),
+            stale_served: c("fapilog_enricher_stale_served_total"),
             singleflight_waits: c("fapilog_enricher_singleflight_waits_total"),
             fetches: c("fapilog_enricher_fetches_total"),
             latency: metrics::histogram!("fapilog_enricher_latency_seconds", std::slice::from_ref(&label)),
@@ -122,7 +124,7 @@ impl EnricherMetrics {
             Counter::CacheHit => (&self.cache_hits, Some(&self.m.cache_hits)),
             Counter::CacheMiss => (&self.cache_misses, Some(&self.m.cache_misses)),
             Counter::NegativeHit => (&self.negative_hits, Some(&self.m.negative_hits)),
-            Counter::StaleServed => (&self.stale_served, None),
+            Counter::StaleServed => (&self.stale_served, Some(&self.m.stale_served)),
             Counter::SingleflightWait => (&self.singleflight_waits, Some(&self.m.singleflight_waits)),
         };
         atomic.fetch_add(n, Ordering::Relaxed);

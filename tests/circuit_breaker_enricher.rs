@@ -12,8 +12,8 @@ use fapilog::resilience::{BreakerConfig, BreakerState, FailurePolicy};
 use futures_util::future::join_all;
 use serde_json::json;
 use support::async_support::{
-    BACKEND_DOWN, Behaviour, Emitted, Harness, Running, TestEnricher, TestLookup, errors,
-    inserted, let_time_pass, patch_field, pipeline,
+    BACKEND_DOWN, Behaviour, Emitted, Harness, Running, TestEnricher, TestLookup, errors, inserted,
+    let_time_pass, patch_field, pipeline,
 };
 
 const RECOVERY: Duration = Duration::from_secs(10);
@@ -40,7 +40,11 @@ async fn lookup_breaker_goes_closed_open_half_open_closed_with_exact_short_circu
     // Three failed fetches open the breaker.
     lookup.behave(Behaviour::Fail);
     for i in 0..3 {
-        assert_eq!(h.breaker.state(), BreakerState::Closed, "before failure {i}");
+        assert_eq!(
+            h.breaker.state(),
+            BreakerState::Closed,
+            "before failure {i}"
+        );
         let p = h.run_keys(&enricher, "user_id", &[2]).await;
         assert_eq!(p[0].error(), Some(BACKEND_DOWN));
     }
@@ -167,10 +171,10 @@ async fn through_the_pipeline_an_open_breaker_skips_the_enricher_and_recovers() 
     let enricher = TestEnricher::new("geo", "country", "NZ");
     enricher.behave(Behaviour::Fail);
     let out = Emitted::new();
-    let running = Running::start(pipeline(out.sink()).async_enricher_with(
-        enricher.clone(),
-        EnricherOptions::new().breaker(breaker(2)),
-    ))
+    let running = Running::start(
+        pipeline(out.sink())
+            .async_enricher_with(enricher.clone(), EnricherOptions::new().breaker(breaker(2))),
+    )
     .await;
 
     // Two failing batches open the breaker.
@@ -199,7 +203,10 @@ async fn through_the_pipeline_an_open_breaker_skips_the_enricher_and_recovers() 
     let e = out.wait_for(4).await.pop().unwrap();
     assert!(errors(&e).is_empty(), "{:?}", errors(&e));
     assert_eq!(inserted(&e, "country"), Some(json!("NZ")));
-    assert_eq!(running.guard.health().await[0].breaker, BreakerState::Closed);
+    assert_eq!(
+        running.guard.health().await[0].breaker,
+        BreakerState::Closed
+    );
 
     tracing::info!("closed");
     let e = out.wait_for(5).await.pop().unwrap();

@@ -57,7 +57,10 @@ async fn a_hanging_enricher_times_out_at_the_deadline_and_the_others_fields_stay
     assert_eq!(inserted(&e, "slow_field"), None);
     assert_eq!(inserted(&e, "fast_field"), Some(json!("yes")));
     assert_eq!(inserted(&e, "sync_field"), Some(json!(true)));
-    assert!(took <= LINGER + DEADLINE, "written {took:?} after the log call");
+    assert!(
+        took <= LINGER + DEADLINE,
+        "written {took:?} after the log call"
+    );
     assert!(took >= DEADLINE, "the slow enricher had its full deadline");
 
     let stats = running.guard.stats();
@@ -69,7 +72,10 @@ async fn a_hanging_enricher_times_out_at_the_deadline_and_the_others_fields_stay
     let (e, took) = log_one_and_wait(&out, 2).await;
     assert_eq!(errors(&e), [("slow".into(), "timeout".into())]);
     assert_eq!(inserted(&e, "fast_field"), Some(json!("yes")));
-    assert!(took <= LINGER + DEADLINE, "written {took:?} after the log call");
+    assert!(
+        took <= LINGER + DEADLINE,
+        "written {took:?} after the log call"
+    );
 
     let report = running.shutdown().await;
     assert_eq!((report.emitted, report.dropped), (2, 0));
@@ -122,7 +128,10 @@ async fn a_hanging_lookup_times_out_at_the_deadline() {
     assert_eq!(errors(&e), [("user".into(), "timeout".into())]);
     assert_eq!(inserted(&e, "user"), None);
     assert_eq!(inserted(&e, "service"), Some(json!("checkout")));
-    assert!(took <= LINGER + DEADLINE, "written {took:?} after the log call");
+    assert!(
+        took <= LINGER + DEADLINE,
+        "written {took:?} after the log call"
+    );
     assert_eq!(lookup.fetches(), 1);
     assert_eq!(running.guard.stats().enrichers[0].timeouts, 1);
 
@@ -156,7 +165,10 @@ async fn the_deadline_is_shared_by_dependent_levels() {
     assert_eq!(inserted(&e, "first_field"), Some(json!(1)));
     assert_eq!(inserted(&e, "second_field"), None);
     assert_eq!(errors(&e), [("second".into(), "timeout".into())]);
-    assert!(took <= LINGER + DEADLINE, "written {took:?} after the log call");
+    assert!(
+        took <= LINGER + DEADLINE,
+        "written {took:?} after the log call"
+    );
     running.shutdown().await;
 }
 
@@ -173,7 +185,9 @@ async fn independent_enrichers_run_concurrently_within_the_deadline() {
         })
         .collect();
     let out = Emitted::new();
-    let mut builder = pipeline(out.sink()).linger(LINGER).enrich_deadline(DEADLINE);
+    let mut builder = pipeline(out.sink())
+        .linger(LINGER)
+        .enrich_deadline(DEADLINE);
     for e in &enrichers {
         builder = builder.async_enricher(e.clone());
     }
@@ -185,4 +199,97 @@ async fn independent_enrichers_run_concurrently_within_the_deadline() {
         assert_eq!(inserted(&e, n), Some(json!(true)), "{n}");
     }
     running.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dependent_left_no_time_by_a_hanging_dependency_is_not_charged_for_it() {
+    // `upstream` hangs and uses up every batch's deadline; `downstream`
+    // (healthy, 10 ms) depends on it, so its level starts with no time
+    // left. That is not `downstream`'s failure: its circuit must stay
+    // closed and its health up.
+    let upstream = TestEnricher::new("upstream", "u", 1);
+    upstream.behave(Behaviour::Hang);
+    let downstream = TestEnricher::new("downstream", "d", 2);
+    downstream.latency(Duration::from_millis(10));
+    let breaker = fapilog::resilience::BreakerConfig::default()
+        .policy(fapilog::resilience::FailurePolicy::Consecutive(2));
+    let out = Emitted::new();
+    let running = Running::start(
+        pipeline(out.sink())
+            .enrich_deadline(DEADLINE)
+            .async_enricher(upstream)
+            .async_enricher_with(
+                downstream.clone(),
+                EnricherOptions::new()
+                    .depends_on("upstream")
+                    .breaker(breaker),
+            ),
+    )
+    .await;
+
+    for n in 1..=3 {
+        log_one_and_wait(&out, n).await;
+    }
+    let e = out.events().pop().unwrap();
+    let mut errs = errors(&e);
+    errs.sort();
+    assert_eq!(errs[1], ("upstream".into(), "timeout".into()));
+
+    let health = running.guard.health().await;
+    let stats = running.guard.stats();
+    running.shutdown().await;
+    assert_eq!(
+        health[1].breaker,
+        fapilog::resilience::BreakerState::Closed,
+        "the downstream breaker opened because the upstream enricher hung \
+         (downstream stats: {:?})",
+        stats.enrichers[1]
+    );
+    assert_eq!(health[1].status, fapilog::enrich::HealthStatus::Up);
+    assert_eq!(stats.enrichers[1].failures, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dependency_that_hangs_past_the_deadline_still_opens_its_breaker() {
+    // The deadline (200 ms) is shorter than the call timeout (1 s), so it
+    // is what ends each call. The enricher had the whole batch's time every
+    // time and its dependency never answered: that is the dependency
+    // failing, and after two batches the circuit opens so later batches
+    // stop waiting out the deadline.
+    let stuck = TestEnricher::new("stuck", "s", 1);
+    stuck.behave(Behaviour::Hang);
+    let breaker = fapilog::resilience::BreakerConfig::default()
+        .policy(fapilog::resilience::FailurePolicy::Consecutive(2));
+    let out = Emitted::new();
+    let running = Running::start(
+        pipeline(out.sink())
+            .linger(LINGER)
+            .enrich_deadline(DEADLINE)
+            .async_enricher_with(
+                stuck.clone(),
+                EnricherOptions::new()
+                    .call_timeout(Duration::from_secs(1))
+                    .breaker(breaker),
+            ),
+    )
+    .await;
+
+    for n in 1..=2 {
+        let (e, _) = log_one_and_wait(&out, n).await;
+        assert_eq!(errors(&e), [("stuck".into(), "timeout".into())]);
+    }
+    let (e, took) = log_one_and_wait(&out, 3).await;
+    let health = running.guard.health().await;
+    running.shutdown().await;
+    assert_eq!(
+        health[0].breaker,
+        fapilog::resilience::BreakerState::Open,
+        "two batches spent their whole deadline on a dependency that never answered"
+    );
+    assert_eq!(errors(&e), [("stuck".into(), "circuit_open".into())]);
+    assert!(
+        took <= LINGER,
+        "refused at once, written {took:?} after the log call"
+    );
+    assert_eq!(stuck.calls(), 2);
 }

@@ -6,11 +6,11 @@ mod support;
 
 use std::time::Duration;
 
-use fapilog::enrich::LookupEnricher;
+use fapilog::Event;
+use fapilog::enrich::{AsyncEnricher, EnrichContext, EnrichError, LookupEnricher, Patch};
 use serde_json::json;
 use support::async_support::{
-    BACKEND_DOWN, Behaviour, Emitted, Running, TestEnricher, TestLookup, errors, inserted,
-    pipeline,
+    BACKEND_DOWN, Behaviour, Emitted, Running, TestEnricher, TestLookup, errors, inserted, pipeline,
 };
 
 fn failing_setup() -> (TestEnricher, TestEnricher, TestLookup) {
@@ -94,4 +94,70 @@ async fn an_event_without_a_key_has_no_lookup_error() {
         errors(&e)
     );
     running.shutdown().await;
+}
+
+/// Panics inside `enrich`; `guards` says whether it claims to guard its
+/// own calls (so the pipeline does not wrap it in a guarded call).
+struct Panicking {
+    name: &'static str,
+    guards: bool,
+}
+
+impl AsyncEnricher for Panicking {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn guards_own_calls(&self) -> bool {
+        self.guards
+    }
+
+    async fn enrich(
+        &self,
+        _events: &[Event],
+        _out: &mut [Patch],
+        _ctx: &EnrichContext,
+    ) -> Result<(), EnrichError> {
+        panic!("enricher bug");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_enricher_loses_no_event_and_stops_no_other() {
+    let out = Emitted::new();
+    let running = Running::start(
+        pipeline(out.sink())
+            .async_enricher(Panicking {
+                name: "wrapped",
+                guards: false,
+            })
+            .async_enricher(Panicking {
+                name: "self_guarded",
+                guards: true,
+            })
+            .async_enricher(TestEnricher::new("ok", "region", "eu")),
+    )
+    .await;
+
+    for n in 1..=2 {
+        tracing::info!(n, "hello");
+        out.wait_for(n).await;
+    }
+    for e in out.events() {
+        let mut errs = errors(&e);
+        errs.sort();
+        assert_eq!(
+            errs,
+            [
+                ("self_guarded".to_owned(), "panicked".to_owned()),
+                ("wrapped".to_owned(), "panicked".to_owned()),
+            ]
+        );
+        assert_eq!(inserted(&e, "region"), Some(json!("eu")));
+    }
+    let stats = running.guard.stats();
+    assert_eq!(stats.enrichers[0].failures, 2);
+    assert_eq!(stats.enrichers[1].failures, 2);
+    let report = running.shutdown().await;
+    assert_eq!((report.emitted, report.dropped), (2, 0));
 }

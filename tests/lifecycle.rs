@@ -47,7 +47,11 @@ async fn a_failed_start_up_is_retried_in_the_background_until_it_succeeds() {
 
     // Past the backoff (three retries of at most 2 s + jitter each), up.
     let_time_pass(20 * SEC).await;
-    assert_eq!(geo.lifecycle().startups(), 4, "three failures, then success");
+    assert_eq!(
+        geo.lifecycle().startups(),
+        4,
+        "three failures, then success"
+    );
     let h = running.guard.health().await;
     assert_eq!(h[0].status, HealthStatus::Up);
     assert_eq!(h[0].last_error, None);
@@ -143,8 +147,15 @@ async fn a_required_enricher_whose_start_up_hangs_fails_after_the_start_up_timeo
 
     let msg = err.to_string();
     assert!(msg.contains("`accounts_db`"), "{msg}");
-    assert!(msg.contains("3s"), "the error says what limit passed: {msg}");
-    assert_eq!(started.elapsed(), 3 * SEC, "gave up at the start-up timeout");
+    assert!(
+        msg.contains("3s"),
+        "the error says what limit passed: {msg}"
+    );
+    assert_eq!(
+        started.elapsed(),
+        3 * SEC,
+        "gave up at the start-up timeout"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -259,6 +270,38 @@ async fn shutdown_stops_start_up_retries_and_skips_enrichers_that_never_started(
     running.shutdown().await;
     let attempts = flaky.lifecycle().startups();
     let_time_pass(60 * SEC).await;
-    assert_eq!(flaky.lifecycle().startups(), attempts, "no retry after shutdown");
+    assert_eq!(
+        flaky.lifecycle().startups(),
+        attempts,
+        "no retry after shutdown"
+    );
     assert_eq!(flaky.lifecycle().shutdowns(), 0, "it never started");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hanging_enricher_shutdown_does_not_hold_the_pipelines_shutdown() {
+    let stuck = TestEnricher::new("stuck", "s", 1);
+    stuck.lifecycle().hang_shutdown();
+    let out = Emitted::new();
+    let running = Running::start(
+        pipeline(out.sink())
+            .enricher_shutdown_timeout(2 * SEC)
+            .shutdown_timeout(60 * SEC)
+            .async_enricher(stuck.clone()),
+    )
+    .await;
+    tracing::info!("last words");
+    let started = Instant::now();
+
+    let report = running.shutdown().await;
+
+    assert!(!report.timed_out, "{report:?}");
+    assert_eq!((report.emitted, report.dropped), (1, 0));
+    assert_eq!(stuck.lifecycle().shutdowns(), 1);
+    assert!(
+        started.elapsed() < 3 * SEC,
+        "gave up on the enricher's shutdown after its timeout ({:?})",
+        started.elapsed()
+    );
+    assert_eq!(inserted(&out.events()[0], "s"), Some(json!(1)));
 }

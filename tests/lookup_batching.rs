@@ -52,7 +52,9 @@ async fn a_thousand_events_over_fifty_keys_take_ceil_50_over_max_batch_fetches()
         .max_batch(MAX_BATCH)
         .build();
     let h = Harness::new("user");
-    let events: Vec<Event> = (0..EVENTS).map(|i| event_with("user_id", i % KEYS)).collect();
+    let events: Vec<Event> = (0..EVENTS)
+        .map(|i| event_with("user_id", i % KEYS))
+        .collect();
 
     let patches = h.run(&enricher, &events).await;
 

@@ -127,7 +127,11 @@ async fn waiters_of_a_timed_out_fetch_get_an_error_and_the_key_can_be_fetched_ag
 
     lookup.behave(Behaviour::Ok);
     let patches = concurrent_calls(&enricher, &h.ctx(), 10, 7).await;
-    assert_eq!(lookup.fetches(), 2, "a timed-out key is not stuck in flight");
+    assert_eq!(
+        lookup.fetches(),
+        2,
+        "a timed-out key is not stuck in flight"
+    );
     assert!(
         patches
             .iter()

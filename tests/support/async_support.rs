@@ -11,7 +11,6 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -63,6 +62,7 @@ async fn behave(behaviour: Behaviour, latency: Duration) -> Result<(), EnrichErr
 pub struct Lifecycle {
     startup_failures_left: AtomicUsize,
     startup_hangs: AtomicBool,
+    shutdown_hangs: AtomicBool,
     startup_latency: Mutex<Duration>,
     startups: AtomicUsize,
     unhealthy: AtomicBool,
@@ -85,7 +85,9 @@ impl Lifecycle {
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
             .is_ok();
         if failing {
-            Err(EnrichError::msg(format!("connection refused (attempt {n})")))
+            Err(EnrichError::msg(format!(
+                "connection refused (attempt {n})"
+            )))
         } else {
             Ok(())
         }
@@ -100,8 +102,11 @@ impl Lifecycle {
         }
     }
 
-    fn shutdown(&self) {
+    async fn shutdown(&self) {
         self.shutdowns.fetch_add(1, Ordering::SeqCst);
+        if self.shutdown_hangs.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
     }
 
     /// The next `n` start-ups fail.
@@ -112,6 +117,11 @@ impl Lifecycle {
     /// Every start-up from now on hangs.
     pub fn hang_startup(&self) {
         self.startup_hangs.store(true, Ordering::SeqCst);
+    }
+
+    /// Every shutdown from now on hangs.
+    pub fn hang_shutdown(&self) {
+        self.shutdown_hangs.store(true, Ordering::SeqCst);
     }
 
     /// Each start-up takes this long.
@@ -227,7 +237,7 @@ impl Lookup for TestLookup {
     }
 
     async fn shutdown(&self) -> Result<(), EnrichError> {
-        self.0.lifecycle.shutdown();
+        self.0.lifecycle.shutdown().await;
         Ok(())
     }
 
@@ -322,7 +332,7 @@ impl AsyncEnricher for TestEnricher {
 
     async fn shutdown(&self) -> Result<(), EnrichError> {
         *self.state.events_at_shutdown.lock().unwrap() = Some(self.events_enriched());
-        self.state.lifecycle.shutdown();
+        self.state.lifecycle.shutdown().await;
         Ok(())
     }
 
@@ -601,13 +611,4 @@ impl Running {
 /// after each failure) are followed through.
 pub async fn let_time_pass(d: Duration) {
     tokio::time::sleep(d).await;
-}
-
-/// Runs `f` to completion, panicking with `what` if it has not finished
-/// after [`VIRTUAL_PATIENCE`] on the paused clock.
-pub async fn within_patience<T>(what: &str, f: impl Future<Output = T>) -> T {
-    match tokio::time::timeout(VIRTUAL_PATIENCE, f).await {
-        Ok(v) => v,
-        Err(_) => panic!("{what} did not finish"),
-    }
 }

@@ -88,7 +88,11 @@ async fn answer(key: &str) -> Response {
                 .chain(std::iter::once(Bytes::from_static(b"\"}")))
                 .map(Ok::<_, Infallible>),
         );
-        ([(CONTENT_TYPE, "application/json")], Body::from_stream(body)).into_response()
+        (
+            [(CONTENT_TYPE, "application/json")],
+            Body::from_stream(body),
+        )
+            .into_response()
     } else if key.starts_with("huge-declared") {
         Json(json!({"pad": " ".repeat(HUGE_BODY_BYTES)})).into_response()
     } else if key.starts_with("slow") {
@@ -228,7 +232,10 @@ impl TestApi {
         }
         if let Some(task) = self.task.take() {
             let abort = task.abort_handle();
-            if tokio::time::timeout(Duration::from_secs(5), task).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(5), task)
+                .await
+                .is_err()
+            {
                 abort.abort();
             }
         }

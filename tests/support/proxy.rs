@@ -68,7 +68,9 @@ impl Proxy {
 
     /// Listens again on the same port.
     pub async fn restore(&mut self) {
-        let listener = TcpListener::bind(self.addr).await.expect("rebind proxy port");
+        let listener = TcpListener::bind(self.addr)
+            .await
+            .expect("rebind proxy port");
         self.serve(listener);
     }
 }
