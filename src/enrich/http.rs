@@ -16,14 +16,15 @@
 //! | per key (the URL template) | `GET`, the key percent-encoded into `{key}`; a fetch's keys are requested concurrently (bounded by [`concurrency`](HttpLookupBuilder::concurrency)) | the key's JSON value |
 //! | batch ([`batch_url`](HttpLookupBuilder::batch_url)) | one `POST` per fetch with the body `{"keys": [...]}` (integer keys stay numbers) | a JSON object `{"<key>": value, ...}`; keys left out were not found |
 //!
-//! The JSON value is what the [`LookupEnricher`](crate::enrich::LookupEnricher) merges under its name.
+//! The JSON value is what the
+//! [`LookupEnricher`](crate::enrich::LookupEnricher) merges under its name.
 //!
 //! ## Outcomes
 //!
 //! | response | result | circuit breaker |
 //! | --- | --- | --- |
 //! | 2xx with a JSON value | found | success |
-//! | 2xx with `null`, 204 (per key); a key absent or `null` (batch) | not found (negatively cached) | success |
+//! | 2xx with `null` or an empty body, 204 (per key); a key absent or `null` (batch) | not found (negatively cached) | success |
 //! | 404 (per key) | not found (negatively cached) | success |
 //! | 5xx | error naming the status | failure |
 //! | any other status: 3xx (redirects are not followed), 401, 403, 429, a 404 from the batch endpoint… | error naming the status | failure |
@@ -61,7 +62,9 @@
 //! recorded on a request span is forwarded for every event inside it. Each
 //! key's headers come from the first event of the batch that carried it; a
 //! batch `POST` carries, for each header, the first key's value that has
-//! one. A value that is not a valid header value is left out.
+//! one. A value that is not a valid header value is left out. The headers
+//! are for correlation only: answers are cached by key, so an event served
+//! from the cache makes no request and forwards nothing.
 //!
 //! ## Secrets
 //!
