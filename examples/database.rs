@@ -22,7 +22,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "SELECT id, name, tier, created_at FROM example_users WHERE id = ANY($1)",
             )
         }
-        Ok(other) => return Err(format!("DATABASE_URL must be postgres://…, got a different scheme ({})", other.split(':').next().unwrap_or("")).into()),
+        Ok(other) => {
+            return Err(format!(
+                "DATABASE_URL must be postgres://…, got a different scheme ({})",
+                other.split(':').next().unwrap_or("")
+            )
+            .into());
+        }
         Err(_) => {
             std::fs::create_dir_all(&tmp)?;
             let url = format!("sqlite://{}?mode=rwc", tmp.join("example.db").display());
@@ -63,7 +69,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for e in &report.enrichers {
         eprintln!(
             "{}: fetches={} keys_fetched={} cache_hits={} misses={} failures={} latency p50={:?} p99={:?}",
-            e.name, e.fetches, e.fetched_keys, e.cache_hits, e.cache_misses, e.failures, e.latency.p50, e.latency.p99
+            e.name,
+            e.fetches,
+            e.fetched_keys,
+            e.cache_hits,
+            e.cache_misses,
+            e.failures,
+            e.latency.p50,
+            e.latency.p99
         );
     }
     let _ = std::fs::remove_dir_all(&tmp);

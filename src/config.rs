@@ -426,7 +426,9 @@ impl TryFrom<String> for OverflowSetting {
             "block" => Ok(OverflowSetting::Block),
             "drop_newest" => Ok(OverflowSetting::DropNewest),
             "drop_oldest" => Ok(OverflowSetting::DropOldest),
-            other => Err(format!("unknown value `{other}`, expected one of `block`, `drop_newest`, `drop_oldest`")),
+            other => Err(format!(
+                "unknown value `{other}`, expected one of `block`, `drop_newest`, `drop_oldest`"
+            )),
         }
     }
 }
@@ -437,7 +439,9 @@ impl TryFrom<String> for FormatSetting {
         match s.as_str() {
             "json" => Ok(FormatSetting::Json),
             "pretty" => Ok(FormatSetting::Pretty),
-            other => Err(format!("unknown value `{other}`, expected one of `json`, `pretty`")),
+            other => Err(format!(
+                "unknown value `{other}`, expected one of `json`, `pretty`"
+            )),
         }
     }
 }
@@ -449,7 +453,9 @@ impl TryFrom<String> for RotationSetting {
             "never" => Ok(RotationSetting::Never),
             "hourly" => Ok(RotationSetting::Hourly),
             "daily" => Ok(RotationSetting::Daily),
-            other => Err(format!("unknown value `{other}`, expected one of `never`, `hourly`, `daily`")),
+            other => Err(format!(
+                "unknown value `{other}`, expected one of `never`, `hourly`, `daily`"
+            )),
         }
     }
 }

@@ -10,8 +10,8 @@ use std::cell::Cell;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::task::Poll;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::SystemTime;
 
 use tracing::field::{Field, Visit};

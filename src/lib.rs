@@ -79,12 +79,12 @@
 
 pub mod config;
 pub mod enrich;
-pub mod resilience;
 mod error;
 mod event;
 mod layer;
 pub mod metrics;
 mod pipeline;
+pub mod resilience;
 pub mod sink;
 mod stats;
 

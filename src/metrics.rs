@@ -102,8 +102,14 @@ impl EnricherMetrics {
             stale_served: c("fapilog_enricher_stale_served_total"),
             singleflight_waits: c("fapilog_enricher_singleflight_waits_total"),
             fetches: c("fapilog_enricher_fetches_total"),
-            latency: metrics::histogram!("fapilog_enricher_latency_seconds", std::slice::from_ref(&label)),
-            batch_size: metrics::histogram!("fapilog_enricher_batch_size", std::slice::from_ref(&label)),
+            latency: metrics::histogram!(
+                "fapilog_enricher_latency_seconds",
+                std::slice::from_ref(&label)
+            ),
+            batch_size: metrics::histogram!(
+                "fapilog_enricher_batch_size",
+                std::slice::from_ref(&label)
+            ),
         }
         .into_metrics(name)
     }
@@ -125,7 +131,9 @@ impl EnricherMetrics {
             Counter::CacheMiss => (&self.cache_misses, Some(&self.m.cache_misses)),
             Counter::NegativeHit => (&self.negative_hits, Some(&self.m.negative_hits)),
             Counter::StaleServed => (&self.stale_served, Some(&self.m.stale_served)),
-            Counter::SingleflightWait => (&self.singleflight_waits, Some(&self.m.singleflight_waits)),
+            Counter::SingleflightWait => {
+                (&self.singleflight_waits, Some(&self.m.singleflight_waits))
+            }
         };
         atomic.fetch_add(n, Ordering::Relaxed);
         if let Some(f) = facade {

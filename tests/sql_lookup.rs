@@ -60,7 +60,9 @@ async fn exec<'e, E: Executor<'e>>(db: E, sql: &'static str)
 where
     E::Database: sqlx::Database,
 {
-    db.execute(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    db.execute(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
 }
 
 /// Runs a pipeline with `enricher`, logs `user_id` for each key (each in
@@ -123,7 +125,9 @@ async fn postgres_values_keep_their_types() {
         .query("SELECT * FROM fl_types WHERE id = ANY($1)")
         .build()
         .unwrap();
-    let enricher = LookupEnricher::builder("user", lookup).key_field("user_id").build();
+    let enricher = LookupEnricher::builder("user", lookup)
+        .key_field("user_id")
+        .build();
     let events = enrich_keys(enricher, patient(), vec![json!(1), json!(2)]).await;
 
     let user = events[0].field("user").expect("event 1 enriched");
@@ -145,16 +149,25 @@ async fn postgres_values_keep_their_types() {
 async fn postgres_nulls_can_be_kept() {
     let db = pg().await;
     exec(&db, "DROP TABLE IF EXISTS fl_nulls").await;
-    exec(&db, "CREATE TABLE fl_nulls (id int8 PRIMARY KEY, nick text)").await;
+    exec(
+        &db,
+        "CREATE TABLE fl_nulls (id int8 PRIMARY KEY, nick text)",
+    )
+    .await;
     exec(&db, "INSERT INTO fl_nulls VALUES (1, NULL)").await;
     let lookup = SqlLookup::builder(pg_url())
         .query("SELECT id, nick FROM fl_nulls WHERE id = ANY($1)")
         .nulls_as_null()
         .build()
         .unwrap();
-    let enricher = LookupEnricher::builder("user", lookup).key_field("user_id").build();
+    let enricher = LookupEnricher::builder("user", lookup)
+        .key_field("user_id")
+        .build();
     let events = enrich_keys(enricher, patient(), vec![json!(1)]).await;
-    assert_eq!(events[0].field("user"), Some(&json!({"id": 1, "nick": null})));
+    assert_eq!(
+        events[0].field("user"),
+        Some(&json!({"id": 1, "nick": null}))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -178,7 +191,9 @@ async fn mariadb_values_keep_their_types() {
         .query("SELECT * FROM fl_types WHERE id IN ({keys})")
         .build()
         .unwrap();
-    let enricher = LookupEnricher::builder("user", lookup).key_field("user_id").build();
+    let enricher = LookupEnricher::builder("user", lookup)
+        .key_field("user_id")
+        .build();
     let events = enrich_keys(enricher, patient(), vec![json!(1), json!(7)]).await;
     assert_eq!(
         events[0].field("user"),
@@ -194,7 +209,10 @@ async fn mariadb_values_keep_their_types() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_values_keep_their_types() {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}?mode=rwc", dir.path().join("users.db").display());
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("users.db").display()
+    );
     let db = sqlx::sqlite::SqlitePoolOptions::new()
         .connect(&url)
         .await
@@ -215,7 +233,9 @@ async fn sqlite_values_keep_their_types() {
         .query("SELECT * FROM users WHERE id IN ({keys})")
         .build()
         .unwrap();
-    let enricher = LookupEnricher::builder("user", lookup).key_field("user_id").build();
+    let enricher = LookupEnricher::builder("user", lookup)
+        .key_field("user_id")
+        .build();
     let events = enrich_keys(enricher, patient(), vec![json!(1), json!(2)]).await;
     assert_eq!(
         events[0].field("user"),
@@ -235,7 +255,11 @@ async fn postgres_batch_of_misses_is_one_query() {
     exec(&db, "DROP TABLE IF EXISTS fl_batch").await;
     exec(&db, "DROP SEQUENCE IF EXISTS fl_batch_calls").await;
     exec(&db, "CREATE SEQUENCE fl_batch_calls").await;
-    exec(&db, "CREATE TABLE fl_batch (id int8 PRIMARY KEY, name text)").await;
+    exec(
+        &db,
+        "CREATE TABLE fl_batch (id int8 PRIMARY KEY, name text)",
+    )
+    .await;
     exec(
         &db,
         "INSERT INTO fl_batch SELECT g, 'user ' || g FROM generate_series(1, 100) g",
@@ -263,7 +287,10 @@ async fn postgres_batch_of_misses_is_one_query() {
     for e in &events {
         let id = e.field("user_id").unwrap().as_i64().unwrap();
         if id <= 100 {
-            assert_eq!(e.field("user").unwrap()["name"], json!(format!("user {id}")));
+            assert_eq!(
+                e.field("user").unwrap()["name"],
+                json!(format!("user {id}"))
+            );
         } else {
             assert!(e.field("user").is_none());
         }
@@ -276,8 +303,16 @@ async fn mariadb_batch_of_misses_is_one_query() {
     exec(&db, "DROP TABLE IF EXISTS fl_batch").await;
     exec(&db, "DROP SEQUENCE IF EXISTS fl_batch_calls").await;
     exec(&db, "CREATE SEQUENCE fl_batch_calls").await;
-    exec(&db, "CREATE TABLE fl_batch (id BIGINT PRIMARY KEY, name TEXT)").await;
-    exec(&db, "INSERT INTO fl_batch SELECT seq, CONCAT('user ', seq) FROM seq_1_to_100").await;
+    exec(
+        &db,
+        "CREATE TABLE fl_batch (id BIGINT PRIMARY KEY, name TEXT)",
+    )
+    .await;
+    exec(
+        &db,
+        "INSERT INTO fl_batch SELECT seq, CONCAT('user ', seq) FROM seq_1_to_100",
+    )
+    .await;
     let lookup = SqlLookup::builder(mysql_url())
         .query(
             "SELECT id, name FROM fl_batch
@@ -306,7 +341,11 @@ async fn postgres_pool_never_exceeds_its_maximum() {
     let db = pg().await;
     exec(&db, "DROP TABLE IF EXISTS fl_pool").await;
     exec(&db, "CREATE TABLE fl_pool (id int8 PRIMARY KEY, name text)").await;
-    exec(&db, "INSERT INTO fl_pool SELECT g, 'u' || g FROM generate_series(1, 200) g").await;
+    exec(
+        &db,
+        "INSERT INTO fl_pool SELECT g, 'u' || g FROM generate_series(1, 200) g",
+    )
+    .await;
     let app = format!("fl_pool_{}", std::process::id());
     let url = format!("{}?application_name={app}", pg_url());
     let lookup = SqlLookup::builder(url)
@@ -345,7 +384,10 @@ async fn postgres_pool_never_exceeds_its_maximum() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let max_seen = sampler.await.unwrap();
     assert!(max_seen >= 1, "the sampler saw the lookup's connections");
-    assert!(max_seen <= 3, "server saw {max_seen} connections, pool max is 3");
+    assert!(
+        max_seen <= 3,
+        "server saw {max_seen} connections, pool max is 3"
+    );
     assert!(events.iter().all(|e| e.field("user").is_some()));
 }
 
@@ -369,7 +411,11 @@ async fn hostile_keys_are_data_on_every_backend() {
     // PostgreSQL
     let db = pg().await;
     exec(&db, "DROP TABLE IF EXISTS fl_hostile").await;
-    exec(&db, "CREATE TABLE fl_hostile (name text PRIMARY KEY, n int4)").await;
+    exec(
+        &db,
+        "CREATE TABLE fl_hostile (name text PRIMARY KEY, n int4)",
+    )
+    .await;
     for (i, k) in hostile.iter().enumerate() {
         sqlx::query("INSERT INTO fl_hostile VALUES ($1, $2)")
             .bind(*k)
@@ -382,10 +428,16 @@ async fn hostile_keys_are_data_on_every_backend() {
         .query("SELECT name, n FROM fl_hostile WHERE name = ANY($1)")
         .build()
         .unwrap();
-    let enricher = LookupEnricher::builder("row", lookup).key_field("user_id").build();
+    let enricher = LookupEnricher::builder("row", lookup)
+        .key_field("user_id")
+        .build();
     let events = enrich_keys(enricher, patient(), keys.clone()).await;
     for (i, e) in events.iter().enumerate() {
-        assert_eq!(e.field("row"), Some(&json!({"name": hostile[i], "n": i})), "pg key {i}");
+        assert_eq!(
+            e.field("row"),
+            Some(&json!({"name": hostile[i], "n": i})),
+            "pg key {i}"
+        );
     }
     let n: i64 = sqlx::query_scalar("SELECT count(*) FROM fl_hostile")
         .fetch_one(&db)
@@ -413,10 +465,17 @@ async fn hostile_keys_are_data_on_every_backend() {
         .query("SELECT name, n FROM fl_hostile WHERE name IN ({keys})")
         .build()
         .unwrap();
-    let enricher = LookupEnricher::builder("row", lookup).key_field("user_id").build();
+    let enricher = LookupEnricher::builder("row", lookup)
+        .key_field("user_id")
+        .build();
     let events = enrich_keys(enricher, patient(), keys.clone()).await;
     for (i, e) in events.iter().enumerate() {
-        assert_eq!(e.field("row"), Some(&json!({"name": hostile[i], "n": i})), "mariadb key {i}: {:?}", e.enrichment_errors().collect::<Vec<_>>());
+        assert_eq!(
+            e.field("row"),
+            Some(&json!({"name": hostile[i], "n": i})),
+            "mariadb key {i}: {:?}",
+            e.enrichment_errors().collect::<Vec<_>>()
+        );
     }
     let n: i64 = sqlx::query_scalar("SELECT count(*) FROM fl_hostile")
         .fetch_one(&db)
@@ -427,8 +486,15 @@ async fn hostile_keys_are_data_on_every_backend() {
     // SQLite
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("h.db").display());
-    let db = sqlx::sqlite::SqlitePoolOptions::new().connect(&url).await.unwrap();
-    exec(&db, "CREATE TABLE fl_hostile (name TEXT PRIMARY KEY, n INTEGER)").await;
+    let db = sqlx::sqlite::SqlitePoolOptions::new()
+        .connect(&url)
+        .await
+        .unwrap();
+    exec(
+        &db,
+        "CREATE TABLE fl_hostile (name TEXT PRIMARY KEY, n INTEGER)",
+    )
+    .await;
     for (i, k) in hostile.iter().enumerate() {
         sqlx::query("INSERT INTO fl_hostile VALUES (?, ?)")
             .bind(*k)
@@ -441,10 +507,16 @@ async fn hostile_keys_are_data_on_every_backend() {
         .query("SELECT name, n FROM fl_hostile WHERE name IN ({keys})")
         .build()
         .unwrap();
-    let enricher = LookupEnricher::builder("row", lookup).key_field("user_id").build();
+    let enricher = LookupEnricher::builder("row", lookup)
+        .key_field("user_id")
+        .build();
     let events = enrich_keys(enricher, patient(), keys).await;
     for (i, e) in events.iter().enumerate() {
-        assert_eq!(e.field("row"), Some(&json!({"name": hostile[i], "n": i})), "sqlite key {i}");
+        assert_eq!(
+            e.field("row"),
+            Some(&json!({"name": hostile[i], "n": i})),
+            "sqlite key {i}"
+        );
     }
 }
 
@@ -461,7 +533,9 @@ async fn postgres_unencodable_key_fails_the_lookup_not_the_event() {
         .query("SELECT name FROM fl_nul WHERE name = ANY($1)")
         .build()
         .unwrap();
-    let enricher = LookupEnricher::builder("row", lookup).key_field("user_id").build();
+    let enricher = LookupEnricher::builder("row", lookup)
+        .key_field("user_id")
+        .build();
     let events = enrich_keys(enricher, patient(), vec![json!("nul\u{0}byte")]).await;
     let errors: Vec<_> = events[0].enrichment_errors().collect();
     assert_eq!(errors.len(), 1);
@@ -510,10 +584,25 @@ fn pg_addr() -> SocketAddr {
 async fn postgres_outage_degrades_then_recovers_without_restart() {
     let db = pg().await;
     exec(&db, "DROP TABLE IF EXISTS fl_outage").await;
-    exec(&db, "CREATE TABLE fl_outage (id int8 PRIMARY KEY, name text)").await;
-    exec(&db, "INSERT INTO fl_outage SELECT g, 'u' || g FROM generate_series(1, 1000) g").await;
+    exec(
+        &db,
+        "CREATE TABLE fl_outage (id int8 PRIMARY KEY, name text)",
+    )
+    .await;
+    exec(
+        &db,
+        "INSERT INTO fl_outage SELECT g, 'u' || g FROM generate_series(1, 1000) g",
+    )
+    .await;
     let mut proxy = support::proxy::Proxy::start(pg_addr()).await;
-    let user = pg_url().split("://").nth(1).unwrap().split('@').next().unwrap().to_owned();
+    let user = pg_url()
+        .split("://")
+        .nth(1)
+        .unwrap()
+        .split('@')
+        .next()
+        .unwrap()
+        .to_owned();
     let db_name = pg_url().rsplit('/').next().unwrap().to_owned();
     let url = format!("postgres://{user}@{}/{db_name}", proxy.addr());
     let lookup = SqlLookup::builder(url)
@@ -560,7 +649,10 @@ async fn postgres_outage_degrades_then_recovers_without_restart() {
         assert_eq!(errs.len(), 1, "event {key} has its error entry: {errs:?}");
         errors.push(errs[0].1.clone());
     }
-    assert!(errors.iter().any(|r| r == "circuit_open"), "breaker opened: {errors:?}");
+    assert!(
+        errors.iter().any(|r| r == "circuit_open"),
+        "breaker opened: {errors:?}"
+    );
     // Cached keys are still served while the database is away.
     let e = log_one(&dispatch, &out, 1);
     assert_eq!(e.field("user").unwrap()["name"], json!("u1"));
@@ -578,7 +670,10 @@ async fn postgres_outage_degrades_then_recovers_without_restart() {
             assert_eq!(e.field("user").unwrap()["name"], json!(format!("u{key}")));
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "enrichment never resumed");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "enrichment never resumed"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(
@@ -598,13 +693,19 @@ async fn postgres_terminated_connections_are_replaced() {
     let db = pg().await;
     exec(&db, "DROP TABLE IF EXISTS fl_term").await;
     exec(&db, "CREATE TABLE fl_term (id int8 PRIMARY KEY, name text)").await;
-    exec(&db, "INSERT INTO fl_term SELECT g, 'u' || g FROM generate_series(1, 100) g").await;
+    exec(
+        &db,
+        "INSERT INTO fl_term SELECT g, 'u' || g FROM generate_series(1, 100) g",
+    )
+    .await;
     let app = format!("fl_term_{}", std::process::id());
     let lookup = SqlLookup::builder(format!("{}?application_name={app}", pg_url()))
         .query("SELECT id, name FROM fl_term WHERE id = ANY($1)")
         .build()
         .unwrap();
-    let enricher = LookupEnricher::builder("user", lookup).key_field("user_id").build();
+    let enricher = LookupEnricher::builder("user", lookup)
+        .key_field("user_id")
+        .build();
     let out = Collected::new();
     let (dispatch, guard) = support::start_async(
         fapilog::builder()
@@ -629,7 +730,10 @@ async fn postgres_terminated_connections_are_replaced() {
         if e.field("user").is_some() {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "enrichment never resumed");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "enrichment never resumed"
+        );
         key += 1;
     }
     guard.shutdown().await;

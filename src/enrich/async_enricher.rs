@@ -276,8 +276,7 @@ impl EnrichContext {
         // call that had at least half the batch's budget and still did not
         // answer is the dependency failing; one squeezed by earlier
         // enrichers into less than that is not held against it.
-        let squeezed =
-            self.deadline.saturating_duration_since(started) < self.budget / 2;
+        let squeezed = self.deadline.saturating_duration_since(started) < self.budget / 2;
         let cut_by_deadline = self.deadline < own_limit && squeezed;
         let deadline = self.deadline.min(own_limit);
         let fut: Pin<Box<dyn Future<Output = _> + Send + '_>> =

@@ -142,8 +142,12 @@ pub(crate) struct EnricherHandle {
 
 impl EnricherHandle {
     pub(crate) fn new(name: &str, breaker: BreakerConfig) -> Result<Self, InitError> {
-        let breaker = CircuitBreaker::new(breaker)
-            .map_err(|e| InitError::enricher(&format!("`{name}`"), format!("bad circuit breaker settings: {e}")))?;
+        let breaker = CircuitBreaker::new(breaker).map_err(|e| {
+            InitError::enricher(
+                &format!("`{name}`"),
+                format!("bad circuit breaker settings: {e}"),
+            )
+        })?;
         Ok(EnricherHandle {
             name: name.to_owned(),
             metrics: Arc::new(EnricherMetrics::new(name)),
@@ -251,7 +255,11 @@ pub(crate) async fn start_all(
 
 /// Retries a failed start-up with exponential backoff until it succeeds or
 /// the pipeline stops.
-pub(crate) async fn retry_startup(slot: Arc<AsyncSlot>, cfg: LifecycleConfig, mut stop: watch::Receiver<bool>) {
+pub(crate) async fn retry_startup(
+    slot: Arc<AsyncSlot>,
+    cfg: LifecycleConfig,
+    mut stop: watch::Receiver<bool>,
+) {
     let backoff = ExponentialBuilder::default()
         .with_min_delay(cfg.retry_min)
         .with_max_delay(cfg.retry_max)
@@ -278,7 +286,11 @@ pub(crate) async fn retry_startup(slot: Arc<AsyncSlot>, cfg: LifecycleConfig, mu
 }
 
 /// Runs every started enricher's health check each interval.
-pub(crate) async fn health_loop(slots: Vec<Arc<AsyncSlot>>, cfg: LifecycleConfig, mut stop: watch::Receiver<bool>) {
+pub(crate) async fn health_loop(
+    slots: Vec<Arc<AsyncSlot>>,
+    cfg: LifecycleConfig,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut tick = tokio::time::interval(cfg.health_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await; // the first tick is immediate; start-up just ran
@@ -287,28 +299,38 @@ pub(crate) async fn health_loop(slots: Vec<Arc<AsyncSlot>>, cfg: LifecycleConfig
             _ = tick.tick() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        let checks = slots.iter().filter(|s| s.handle.is_started()).map(|s| async move {
-            let r = match tokio::time::timeout(cfg.startup_timeout, s.enricher.health_check()).await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(_) => Err("health check timed out".to_owned()),
-            };
-            s.handle.record(r);
-        });
+        let checks = slots
+            .iter()
+            .filter(|s| s.handle.is_started())
+            .map(|s| async move {
+                let r = match tokio::time::timeout(cfg.startup_timeout, s.enricher.health_check())
+                    .await
+                {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(_) => Err("health check timed out".to_owned()),
+                };
+                s.handle.record(r);
+            });
         futures_util::future::join_all(checks).await;
     }
 }
 
 /// Shuts every started enricher down concurrently, each within `timeout`.
 pub(crate) async fn shutdown_all(slots: &[Arc<AsyncSlot>], timeout: Duration) {
-    let stops = slots.iter().filter(|s| s.handle.is_started()).map(|s| async move {
-        let r = tokio::time::timeout(timeout, s.enricher.shutdown()).await;
-        s.handle.started.store(false, Ordering::Release);
-        match r {
-            Ok(Ok(())) => s.handle.record(Ok(())),
-            Ok(Err(e)) => s.handle.record(Err(format!("shutdown failed: {e}"))),
-            Err(_) => s.handle.record(Err(format!("shutdown took longer than {timeout:?}"))),
-        }
-    });
+    let stops = slots
+        .iter()
+        .filter(|s| s.handle.is_started())
+        .map(|s| async move {
+            let r = tokio::time::timeout(timeout, s.enricher.shutdown()).await;
+            s.handle.started.store(false, Ordering::Release);
+            match r {
+                Ok(Ok(())) => s.handle.record(Ok(())),
+                Ok(Err(e)) => s.handle.record(Err(format!("shutdown failed: {e}"))),
+                Err(_) => s
+                    .handle
+                    .record(Err(format!("shutdown took longer than {timeout:?}"))),
+            }
+        });
     futures_util::future::join_all(stops).await;
 }

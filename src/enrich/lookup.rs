@@ -572,13 +572,14 @@ impl<L: Lookup> AsyncEnricher for LookupEnricher<L> {
             ctx.metrics()
                 .count(Counter::SingleflightWait, waiters.len() as u64);
         }
-        let wait_all = futures_util::future::join_all(waiters.into_iter().map(|(key, mut rx)| async move {
-            let r = match rx.wait_for(|v| v.is_some()).await {
-                Ok(v) => v.clone().unwrap_or_else(|| Err(Arc::from("cancelled"))),
-                Err(_) => Err(Arc::from("cancelled")),
-            };
-            (key, r)
-        }));
+        let wait_all =
+            futures_util::future::join_all(waiters.into_iter().map(|(key, mut rx)| async move {
+                let r = match rx.wait_for(|v| v.is_some()).await {
+                    Ok(v) => v.clone().unwrap_or_else(|| Err(Arc::from("cancelled"))),
+                    Err(_) => Err(Arc::from("cancelled")),
+                };
+                (key, r)
+            }));
         let (led, waited) =
             futures_util::future::join(self.fetch_leading(leaders, &context, ctx), wait_all).await;
         resolved.extend(led);

@@ -339,7 +339,9 @@ fn connect_error(url: &str, e: sqlx::Error) -> EnrichError {
 
 fn query_error(e: sqlx::Error) -> EnrichError {
     match e {
-        sqlx::Error::PoolTimedOut => EnrichError::msg("no free database connection (pool acquire timed out)"),
+        sqlx::Error::PoolTimedOut => {
+            EnrichError::msg("no free database connection (pool acquire timed out)")
+        }
         sqlx::Error::PoolClosed => EnrichError::msg("database pool closed"),
         other => EnrichError::new("database query failed", other),
     }
@@ -587,7 +589,11 @@ macro_rules! get {
 }
 
 #[cfg(feature = "postgres")]
-fn pg_value(row: &sqlx::postgres::PgRow, i: usize, col: &str) -> Result<Option<Value>, EnrichError> {
+fn pg_value(
+    row: &sqlx::postgres::PgRow,
+    i: usize,
+    col: &str,
+) -> Result<Option<Value>, EnrichError> {
     let raw = row.try_get_raw(i).map_err(|e| decode_err(col, e))?;
     if raw.is_null() {
         return Ok(None);
@@ -618,7 +624,11 @@ fn pg_value(row: &sqlx::postgres::PgRow, i: usize, col: &str) -> Result<Option<V
 }
 
 #[cfg(feature = "mysql")]
-fn mysql_value(row: &sqlx::mysql::MySqlRow, i: usize, col: &str) -> Result<Option<Value>, EnrichError> {
+fn mysql_value(
+    row: &sqlx::mysql::MySqlRow,
+    i: usize,
+    col: &str,
+) -> Result<Option<Value>, EnrichError> {
     let raw = row.try_get_raw(i).map_err(|e| decode_err(col, e))?;
     if raw.is_null() {
         return Ok(None);
@@ -651,7 +661,11 @@ fn mysql_value(row: &sqlx::mysql::MySqlRow, i: usize, col: &str) -> Result<Optio
 }
 
 #[cfg(feature = "sqlite")]
-fn sqlite_value(row: &sqlx::sqlite::SqliteRow, i: usize, col: &str) -> Result<Option<Value>, EnrichError> {
+fn sqlite_value(
+    row: &sqlx::sqlite::SqliteRow,
+    i: usize,
+    col: &str,
+) -> Result<Option<Value>, EnrichError> {
     let raw = row.try_get_raw(i).map_err(|e| decode_err(col, e))?;
     if raw.is_null() {
         return Ok(None);
@@ -692,7 +706,8 @@ mod tests {
             "postgres://app:***@db:5432/app"
         );
         assert_eq!(redact_url("sqlite::memory:"), "sqlite::memory:");
-        let b = SqlLookup::builder("postgres://app:s3cret@db/app").query("SELECT 1 WHERE 1 = ANY($1)");
+        let b =
+            SqlLookup::builder("postgres://app:s3cret@db/app").query("SELECT 1 WHERE 1 = ANY($1)");
         assert!(!format!("{b:?}").contains("s3cret"));
     }
 
@@ -706,8 +721,14 @@ mod tests {
 
     #[test]
     fn bad_settings_are_named() {
-        let e = SqlLookup::builder("oracle://x").query("q").build().unwrap_err();
-        assert!(e.to_string().contains("unsupported database url scheme"), "{e}");
+        let e = SqlLookup::builder("oracle://x")
+            .query("q")
+            .build()
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("unsupported database url scheme"),
+            "{e}"
+        );
         let e = SqlLookup::builder("sqlite::memory:").build().unwrap_err();
         assert!(e.to_string().contains("needs a query"), "{e}");
         let e = SqlLookup::builder("sqlite::memory:")

@@ -104,7 +104,10 @@ fn levels(
     for (i, slot) in group.iter().enumerate() {
         for dep in &slot.opts.depends_on {
             if dep == &slot.handle.name {
-                return Err(InitError::enricher(&format!("`{}`", slot.handle.name), "it depends on itself"));
+                return Err(InitError::enricher(
+                    &format!("`{}`", slot.handle.name),
+                    "it depends on itself",
+                ));
             }
             if earlier.contains(dep) {
                 continue;
@@ -131,7 +134,8 @@ fn levels(
             }
         }
     }
-    let mut slots: Vec<Option<Arc<AsyncSlot>>> = group.into_iter().map(|s| Some(Arc::new(s))).collect();
+    let mut slots: Vec<Option<Arc<AsyncSlot>>> =
+        group.into_iter().map(|s| Some(Arc::new(s))).collect();
     let mut out = Vec::new();
     let mut ready: Vec<usize> = (0..slots.len()).filter(|&i| indegree[i] == 0).collect();
     let mut placed = 0;
@@ -183,9 +187,12 @@ pub(crate) async fn run_async(
 ) {
     for level in levels {
         let events: &[Event] = batch;
-        let outcomes =
-            futures_util::future::join_all(level.iter().map(|slot| run_one(slot, events, deadline, budget)))
-                .await;
+        let outcomes = futures_util::future::join_all(
+            level
+                .iter()
+                .map(|slot| run_one(slot, events, deadline, budget)),
+        )
+        .await;
         for (slot, outcome) in level.iter().zip(outcomes) {
             let name = &slot.handle.name;
             match outcome {

@@ -6,10 +6,10 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use tracing::Subscriber;
-use tracing_subscriber::{Layer, Registry};
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::{Layer, Registry};
 
 use super::queue::Queue;
 use super::worker::Worker;
@@ -222,7 +222,11 @@ impl Builder {
 
     /// Adds an async enricher with its options (timeout, dependencies,
     /// `required`, circuit breaker).
-    pub fn async_enricher_with(mut self, enricher: impl AsyncEnricher, options: EnricherOptions) -> Self {
+    pub fn async_enricher_with(
+        mut self,
+        enricher: impl AsyncEnricher,
+        options: EnricherOptions,
+    ) -> Self {
         match EnricherHandle::new(enricher.name(), options.breaker.clone()) {
             Ok(handle) => self.steps.push(Step::Async(AsyncSlot {
                 enricher: Arc::new(enricher),
@@ -381,7 +385,9 @@ impl Builder {
 
     /// [`Builder::build`] for async code: waits for the async enrichers'
     /// start-up without blocking the thread.
-    pub async fn build_async<S>(self) -> Result<(impl Layer<S> + Send + Sync + 'static, Guard), InitError>
+    pub async fn build_async<S>(
+        self,
+    ) -> Result<(impl Layer<S> + Send + Sync + 'static, Guard), InitError>
     where
         S: Subscriber + for<'a> LookupSpan<'a>,
     {
@@ -390,7 +396,9 @@ impl Builder {
         match started.wait(wait).await {
             Some(Ok(())) => Ok((layer.with_filter(filter), guard)),
             Some(Err(e)) => Err(e),
-            None => Err(InitError::startup("async enrichers did not report their start-up in time")),
+            None => Err(InitError::startup(
+                "async enrichers did not report their start-up in time",
+            )),
         }
     }
 
@@ -407,7 +415,9 @@ impl Builder {
     /// ```
     pub fn init(self) -> Result<Guard, InitError> {
         if tracing::dispatcher::has_been_set() {
-            return Err(InitError::global_subscriber("set_global_default was called before"));
+            return Err(InitError::global_subscriber(
+                "set_global_default was called before",
+            ));
         }
         let bridge_log = self.bridge_log;
         let (layer, guard) = self.build::<Registry>()?;
@@ -417,7 +427,9 @@ impl Builder {
     /// [`Builder::init`] for async code.
     pub async fn init_async(self) -> Result<Guard, InitError> {
         if tracing::dispatcher::has_been_set() {
-            return Err(InitError::global_subscriber("set_global_default was called before"));
+            return Err(InitError::global_subscriber(
+                "set_global_default was called before",
+            ));
         }
         let bridge_log = self.bridge_log;
         let (layer, guard) = self.build_async::<Registry>().await?;
@@ -427,7 +439,15 @@ impl Builder {
     #[allow(clippy::type_complexity)]
     fn launch(
         self,
-    ) -> Result<(FapilogLayer, Targets, Guard, Arc<Signal<Result<(), InitError>>>), InitError> {
+    ) -> Result<
+        (
+            FapilogLayer,
+            Targets,
+            Guard,
+            Arc<Signal<Result<(), InitError>>>,
+        ),
+        InitError,
+    > {
         if let Some(e) = self.deferred_error {
             return Err(e);
         }

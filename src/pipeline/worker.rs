@@ -146,7 +146,14 @@ impl Worker {
                     }
                 }
                 Stage::Async(levels) => {
-                    run_async(levels, batch, deadline, self.enrich_deadline, self.record_errors).await;
+                    run_async(
+                        levels,
+                        batch,
+                        deadline,
+                        self.enrich_deadline,
+                        self.record_errors,
+                    )
+                    .await;
                 }
             }
         }
