@@ -510,6 +510,7 @@ impl Builder {
             sinks: sinks.iter().map(|s| SinkCounters::new(s.name())).collect(),
             done: Signal::default(),
             enrichers: declared,
+            facade: super::PipelineMetrics::new(),
         });
         let worker = Worker {
             shared: shared.clone(),

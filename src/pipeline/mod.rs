@@ -41,6 +41,28 @@ pub(crate) struct Shared {
     pub(crate) sinks: Vec<SinkCounters>,
     pub(crate) done: Signal<ShutdownReport>,
     pub(crate) enrichers: Vec<Arc<crate::enrich::lifecycle::EnricherHandle>>,
+    pub(crate) facade: PipelineMetrics,
+}
+
+/// The pipeline's counters on the `metrics` facade, refreshed by the
+/// worker after every batch.
+#[derive(Debug)]
+pub(crate) struct PipelineMetrics {
+    enqueued: metrics::Counter,
+    emitted: metrics::Counter,
+    dropped: metrics::Counter,
+    queue_depth: metrics::Gauge,
+}
+
+impl PipelineMetrics {
+    pub(crate) fn new() -> Self {
+        PipelineMetrics {
+            enqueued: metrics::counter!("fapilog_events_enqueued_total"),
+            emitted: metrics::counter!("fapilog_events_emitted_total"),
+            dropped: metrics::counter!("fapilog_events_dropped_total"),
+            queue_depth: metrics::gauge!("fapilog_queue_depth"),
+        }
+    }
 }
 
 impl Shared {
@@ -62,6 +84,19 @@ impl Shared {
                 .map(|h| h.metrics.snapshot())
                 .collect(),
         }
+    }
+
+    /// Copies the counters to the `metrics` facade.
+    pub(crate) fn publish_metrics(&self) {
+        let depth = self.queue.len();
+        self.facade
+            .enqueued
+            .absolute(self.queue.popped() + depth as u64 + self.queue.displaced());
+        self.facade
+            .emitted
+            .absolute(self.emitted.load(Ordering::Relaxed));
+        self.facade.dropped.absolute(self.queue.dropped());
+        self.facade.queue_depth.set(depth as f64);
     }
 
     pub(crate) fn report(&self, timed_out: bool) -> ShutdownReport {

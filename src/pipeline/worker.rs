@@ -98,6 +98,7 @@ impl Worker {
             }
             let _ = n;
             self.process(&mut batch, true).await;
+            self.shared.publish_metrics();
             dirty = true;
             if Instant::now() >= next_drop_check {
                 next_drop_check = Instant::now() + self.drop_report_interval;
@@ -106,6 +107,7 @@ impl Worker {
         }
         self.report_drops(&mut reported_dropped).await;
         self.flush_sinks().await;
+        self.shared.publish_metrics();
         let _ = stop.send(true);
         lifecycle::shutdown_all(&self.async_slots, self.lifecycle.shutdown_timeout).await;
         self.shared.done.publish(self.shared.report(false));

@@ -1,0 +1,71 @@
+//! The pipeline's own counters reach the `metrics` facade: enqueued,
+//! emitted, dropped and queue depth, equal to what the test did and to
+//! `Stats`.
+
+mod support;
+
+use std::collections::HashMap;
+
+use fapilog::Overflow;
+use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+use support::{Collected, Gate, Signal, StallingSink};
+
+fn facade(snapshotter: &metrics_util::debugging::Snapshotter) -> HashMap<String, DebugValue> {
+    snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .map(|(key, _, _, value)| (key.key().name().to_owned(), value))
+        .collect()
+}
+
+fn counter(f: &HashMap<String, DebugValue>, name: &str) -> u64 {
+    match f.get(name) {
+        Some(DebugValue::Counter(n)) => *n,
+        other => panic!("counter {name}: {other:?}"),
+    }
+}
+
+#[test]
+fn pipeline_counters_reach_the_facade() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let out = Collected::new();
+    let gate = Gate::new();
+    let entered = Signal::new();
+    // The recorder only needs to be in place while the pipeline is built.
+    let (dispatch, guard) = metrics::with_local_recorder(&recorder, || {
+        support::start(
+            fapilog::builder()
+                .queue_capacity(8)
+                .overflow(Overflow::DropNewest)
+                .linger(std::time::Duration::ZERO)
+                .sink(StallingSink::new(&out, &gate, &entered)),
+        )
+    });
+    tracing::dispatcher::with_default(&dispatch, || {
+        tracing::info!(seq = 0u64, "first");
+    });
+    // The sink holds the first batch; 8 more fit the queue, 12 are dropped.
+    assert!(entered.wait_for(1), "the sink received the first batch");
+    tracing::dispatcher::with_default(&dispatch, || {
+        for seq in 1..=20u64 {
+            tracing::info!(seq, "more");
+        }
+    });
+    gate.open();
+    let stats_dropped = guard.stats().dropped;
+    let report = guard.shutdown_blocking();
+    assert_eq!(stats_dropped, 12);
+    assert_eq!(report.emitted + report.dropped, 21);
+
+    let f = facade(&snapshotter);
+    assert_eq!(counter(&f, "fapilog_events_emitted_total"), report.emitted);
+    assert_eq!(counter(&f, "fapilog_events_emitted_total"), 9);
+    assert_eq!(counter(&f, "fapilog_events_dropped_total"), 12);
+    assert_eq!(counter(&f, "fapilog_events_enqueued_total"), 9);
+    match f.get("fapilog_queue_depth") {
+        Some(DebugValue::Gauge(g)) => assert_eq!(g.into_inner(), 0.0),
+        other => panic!("gauge fapilog_queue_depth: {other:?}"),
+    }
+}
