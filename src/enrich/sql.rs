@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, SecondsFormat, Utc};
 use serde_json::Map;
-use sqlx::{AssertSqlSafe, Column, Row, TypeInfo, ValueRef};
+use sqlx::{AssertSqlSafe, Column, ConnectOptions, Row, TypeInfo, ValueRef};
 use tokio::sync::OnceCell;
 
 use super::async_enricher::EnrichError;
@@ -362,38 +362,44 @@ impl Lookup for SqlLookup {
     async fn startup(&self) -> Result<(), EnrichError> {
         let s = self.pool_settings;
         let url = self.url.as_str();
+        // The lookup's own statements are internals: keep them out of the
+        // application's log stream (sqlx logs them through `tracing`, also
+        // on threads the pipeline does not own, e.g. SQLite's workers).
+        macro_rules! connect {
+            ($opts:ty, $pool:ty, $url:expr, $variant:ident) => {{
+                let url: &str = $url;
+                let opts = <$opts>::from_str(url)
+                    .map_err(|e| connect_error(url, e))?
+                    .disable_statement_logging();
+                let pool = pool_options!($pool, s)
+                    .connect_with(opts)
+                    .await
+                    .map_err(|e| connect_error(url, e))?;
+                Pool::$variant(pool)
+            }};
+        }
         let pool = match self.backend {
             #[cfg(feature = "postgres")]
-            Backend::Postgres => {
-                let opts = sqlx::postgres::PgConnectOptions::from_str(url)
-                    .map_err(|e| connect_error(url, e))?;
-                let pool = pool_options!(sqlx::postgres::PgPoolOptions, s)
-                    .connect_with(opts)
-                    .await
-                    .map_err(|e| connect_error(url, e))?;
-                Pool::Postgres(pool)
-            }
+            Backend::Postgres => connect!(
+                sqlx::postgres::PgConnectOptions,
+                sqlx::postgres::PgPoolOptions,
+                url,
+                Postgres
+            ),
             #[cfg(feature = "mysql")]
-            Backend::MySql => {
-                let url = url.replacen("mariadb://", "mysql://", 1);
-                let opts = sqlx::mysql::MySqlConnectOptions::from_str(&url)
-                    .map_err(|e| connect_error(&url, e))?;
-                let pool = pool_options!(sqlx::mysql::MySqlPoolOptions, s)
-                    .connect_with(opts)
-                    .await
-                    .map_err(|e| connect_error(&url, e))?;
-                Pool::MySql(pool)
-            }
+            Backend::MySql => connect!(
+                sqlx::mysql::MySqlConnectOptions,
+                sqlx::mysql::MySqlPoolOptions,
+                &url.replacen("mariadb://", "mysql://", 1),
+                MySql
+            ),
             #[cfg(feature = "sqlite")]
-            Backend::Sqlite => {
-                let opts = sqlx::sqlite::SqliteConnectOptions::from_str(url)
-                    .map_err(|e| connect_error(url, e))?;
-                let pool = pool_options!(sqlx::sqlite::SqlitePoolOptions, s)
-                    .connect_with(opts)
-                    .await
-                    .map_err(|e| connect_error(url, e))?;
-                Pool::Sqlite(pool)
-            }
+            Backend::Sqlite => connect!(
+                sqlx::sqlite::SqliteConnectOptions,
+                sqlx::sqlite::SqlitePoolOptions,
+                url,
+                Sqlite
+            ),
         };
         // A retried start-up after a failure may race nobody: start-up runs
         // once at a time. Keep the first pool if one exists.
