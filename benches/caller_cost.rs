@@ -21,11 +21,14 @@
 //!
 //! Run: `cargo bench --bench caller_cost`. After criterion's own output a
 //! summary table gives the median time per call of each setup and its ratio
-//! to `fmt_json_non_blocking`.
+//! to `fmt_json_non_blocking`. Criterion measures the setups one after the
+//! other; an interleaved check follows that alternates them in short blocks
+//! (200 rounds of 10 000 calls per setup), so that a change in background
+//! load cannot favour one setup, and reports the median per-round ratio.
 
 use std::hint::black_box;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use criterion::Criterion;
 use fapilog::{Event, Overflow, Sink, SinkError};
@@ -69,14 +72,18 @@ fn log_one() {
     );
 }
 
-/// The measured call inside two nested spans, created and entered once per
-/// sample (outside the timed loop), as in a request handler that logs.
-fn with_spans(b: &mut criterion::Bencher<'_>) {
+/// Runs `f` inside two nested spans, created and entered once (outside any
+/// timed loop), as in a request handler that logs.
+fn in_spans<R>(f: impl FnOnce() -> R) -> R {
     let request = tracing::info_span!("request", method = "POST", user_id = 42_u64);
     let _request = request.enter();
     let db = tracing::info_span!("db_query", table = "orders");
     let _db = db.enter();
-    b.iter(log_one);
+    f()
+}
+
+fn with_spans(b: &mut criterion::Bencher<'_>) {
+    in_spans(|| b.iter(log_one));
 }
 
 fn without_spans(b: &mut criterion::Bencher<'_>) {
@@ -141,15 +148,15 @@ impl Setup {
     }
 }
 
-type Scenario = (&'static str, fn(&mut criterion::Bencher<'_>));
+type Scenario = (&'static str, fn(&mut criterion::Bencher<'_>), bool);
 
 const SCENARIOS: [Scenario; 2] = [
-    ("caller_5_fields_2_spans", with_spans),
-    ("caller_5_fields_no_span", without_spans),
+    ("caller_5_fields_2_spans", with_spans, true),
+    ("caller_5_fields_no_span", without_spans, false),
 ];
 
 fn bench(c: &mut Criterion) {
-    for (group_name, routine) in SCENARIOS {
+    for (group_name, routine, _) in SCENARIOS {
         let mut group = c.benchmark_group(group_name);
         for setup in Setup::ALL {
             let (dispatch, done) = setup.start();
@@ -189,7 +196,7 @@ fn summary() {
         "{:<26} {:<24} {:>12} {:>14}",
         "scenario", "setup", "median ns", "vs fmt_json"
     );
-    for (group, _) in SCENARIOS {
+    for (group, _, _) in SCENARIOS {
         let base = median_ns(&dir, group, Setup::FmtJson.id());
         for setup in Setup::ALL {
             let Some(ns) = median_ns(&dir, group, setup.id()) else {
@@ -199,6 +206,69 @@ fn summary() {
             println!("{group:<26} {:<24} {ns:>12.1} {ratio:>14}", setup.id());
         }
     }
+}
+
+/// Criterion measures one setup after the other, so on a shared machine a
+/// change in background load between them skews the comparison. This check
+/// alternates the setups instead: each round times a block of calls with
+/// every setup, in rotating order, and the per-round ratios are summarized.
+fn interleaved(rounds: usize, block: u32) {
+    println!();
+    println!(
+        "interleaved check: {rounds} rounds, each timing {block} calls per setup (rotating order)"
+    );
+    println!(
+        "{:<26} {:<24} {:>12} {:>10} {:>10} {:>22}",
+        "scenario", "setup", "median ns", "p25", "p75", "median ratio to fmt_json"
+    );
+    for (group, _, spans) in SCENARIOS {
+        let started: Vec<_> = Setup::ALL.iter().map(Setup::start).collect();
+        let mut ns: Vec<Vec<f64>> = vec![Vec::with_capacity(rounds); started.len()];
+        for round in 0..rounds {
+            for k in 0..started.len() {
+                let i = (k + round) % started.len();
+                let per_call = tracing::dispatcher::with_default(&started[i].0, || {
+                    let timed = || {
+                        let t = Instant::now();
+                        for _ in 0..block {
+                            log_one();
+                        }
+                        t.elapsed().as_nanos() as f64 / f64::from(block)
+                    };
+                    if spans { in_spans(timed) } else { timed() }
+                });
+                ns[i].push(per_call);
+            }
+        }
+        let base = Setup::ALL
+            .iter()
+            .position(|s| matches!(s, Setup::FmtJson))
+            .expect("baseline setup");
+        for (i, setup) in Setup::ALL.iter().enumerate() {
+            let ratios = ns[i].iter().zip(&ns[base]).map(|(a, b)| a / b).collect();
+            let ratio = percentile(ratios, 0.5);
+            let q = |p| percentile(ns[i].clone(), p);
+            println!(
+                "{group:<26} {:<24} {:>12.1} {:>10.1} {:>10.1} {:>21.2}x",
+                setup.id(),
+                q(0.5),
+                q(0.25),
+                q(0.75),
+                ratio
+            );
+        }
+        for (setup, (dispatch, done)) in Setup::ALL.iter().zip(started) {
+            drop(dispatch);
+            eprintln!("interleaved {group}/{}: {}", setup.id(), done());
+        }
+    }
+}
+
+/// The `p` quantile (0..=1) of `v`, nearest rank.
+fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let i = ((v.len() - 1) as f64 * p).round() as usize;
+    v[i]
 }
 
 fn main() {
@@ -212,5 +282,8 @@ fn main() {
     // nothing; only a real run has fresh numbers to summarize.
     if std::env::args().any(|a| a == "--bench") {
         summary();
+        interleaved(200, 10_000);
+    } else {
+        interleaved(1, 10);
     }
 }

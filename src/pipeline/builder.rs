@@ -293,9 +293,18 @@ impl Builder {
         self
     }
 
-    /// Runs the worker as a task on this runtime instead of on a thread of
-    /// its own. Events logged by other tasks of the worker's runtime while it
-    /// is being polled are not captured.
+    /// Runs the worker (and the enrichers' lifecycle tasks) as tasks on this
+    /// runtime instead of on a thread of its own.
+    ///
+    /// Events logged while those tasks are polled are not captured. Tasks
+    /// that the enrichers' dependencies spawn themselves (hyper's connection
+    /// tasks, for example) are ordinary tasks of your runtime, so their
+    /// events are captured like any other: keep such targets at `warn`
+    /// (`info,hyper=warn,reqwest=warn`). On its own thread (the default)
+    /// the pipeline owns every thread its enrichers run on, and none of
+    /// their events are captured. Under [`Overflow::Block`], a log call on a
+    /// current-thread runtime that runs the worker drops instead of
+    /// waiting, since waiting could not make room.
     pub fn runtime(mut self, handle: tokio::runtime::Handle) -> Self {
         self.runtime = Some(handle);
         self
