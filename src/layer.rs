@@ -175,7 +175,7 @@ where
     // `log.*` fields; normalize them and leave those fields out.
     let normalized = event.normalized_metadata();
     let is_log = normalized.is_some();
-    let mut visitor = FieldVisitor::new(is_log);
+    let mut visitor = FieldVisitor::with_capacity(is_log, meta.fields().len());
     event.record(&mut visitor);
 
     let (target, module_path, file, line) = match &normalized {
@@ -195,6 +195,7 @@ where
 
     let mut spans = Vec::new();
     if let Some(scope) = ctx.event_scope(event) {
+        spans.reserve(4);
         for span in scope.from_root() {
             if let Some(SpanFields(record)) = span.extensions().get::<SpanFields>() {
                 spans.push(record.clone());
@@ -230,9 +231,13 @@ struct FieldVisitor {
 
 impl FieldVisitor {
     fn new(skip_log_fields: bool) -> Self {
+        Self::with_capacity(skip_log_fields, 0)
+    }
+
+    fn with_capacity(skip_log_fields: bool, fields: usize) -> Self {
         FieldVisitor {
             message: None,
-            fields: Vec::new(),
+            fields: Vec::with_capacity(fields),
             skip_log_fields,
         }
     }
@@ -294,10 +299,14 @@ impl Visit for FieldVisitor {
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        // Sized up front: growing a String from empty costs several
+        // reallocations per value on the caller's thread.
+        let mut text = String::with_capacity(64);
+        let _ = fmt::Write::write_fmt(&mut text, format_args!("{value:?}"));
         if field.name() == "message" {
-            self.message = Some(format!("{value:?}"));
+            self.message = Some(text);
         } else {
-            self.push(field, Value::String(format!("{value:?}")));
+            self.push(field, Value::String(text));
         }
     }
 }
