@@ -390,14 +390,35 @@ impl<L: Lookup> LookupEnricherBuilder<L> {
 /// (completed, failed, or cancelled by a timeout).
 struct InFlightGuard<'a> {
     map: &'a InFlight,
-    keys: Vec<Key>,
+    pending: Mutex<std::collections::HashSet<Key>>,
+}
+
+impl InFlightGuard<'_> {
+    /// Takes a key out of the in-flight map once its result is known, and
+    /// says whether any other batch is waiting for it. From here on a new
+    /// miss leads a fetch of its own instead of waiting on this one.
+    fn settle(&self, key: &Key, tx: &watch::Sender<Option<Resolution>>) -> bool {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+        map.remove(key);
+        // The map's own receiver is gone: any left belong to waiters.
+        tx.receiver_count() > 0
+    }
 }
 
 impl Drop for InFlightGuard<'_> {
     fn drop(&mut self) {
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        for k in &self.keys {
-            map.remove(k);
+        for k in self
+            .pending
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+        {
+            map.remove(&k);
         }
     }
 }
@@ -411,10 +432,11 @@ impl<L: Lookup> LookupEnricher<L> {
         context: &HashMap<Key, Vec<Option<Value>>>,
         ctx: &EnrichContext,
     ) -> HashMap<Key, Resolution> {
-        let _guard = InFlightGuard {
+        let guard = InFlightGuard {
             map: &self.inflight,
-            keys: leaders.iter().map(|(k, _)| k.clone()).collect(),
+            pending: Mutex::new(leaders.iter().map(|(k, _)| k.clone()).collect()),
         };
+        let guard = &guard;
         let chunks: Vec<Vec<(Key, watch::Sender<Option<Resolution>>)>> = {
             let mut chunks = Vec::new();
             let mut it = leaders.into_iter().peekable();
@@ -443,14 +465,19 @@ impl<L: Lookup> LookupEnricher<L> {
                     for (key, tx) in chunk {
                         let value = found.remove(&key);
                         self.cache.insert(key.clone(), value.clone()).await;
-                        let _ = tx.send(Some(Ok(value.clone())));
+                        // Clone the value for waiters only if there are any.
+                        if guard.settle(&key, &tx) {
+                            let _ = tx.send(Some(Ok(value.clone())));
+                        }
                         out.push((key, Ok(value)));
                     }
                 }
                 Err(e) => {
                     let reason: Arc<str> = Arc::from(e.reason().as_ref());
                     for (key, tx) in chunk {
-                        let _ = tx.send(Some(Err(reason.clone())));
+                        if guard.settle(&key, &tx) {
+                            let _ = tx.send(Some(Err(reason.clone())));
+                        }
                         out.push((key, Err(reason.clone())));
                     }
                 }

@@ -604,8 +604,9 @@ fn pg_value(
     if raw.is_null() {
         return Ok(None);
     }
-    let ty = raw.type_info().name().to_owned();
-    Ok(match ty.as_str() {
+    let info = raw.type_info();
+    let ty = info.name();
+    Ok(match ty {
         "BOOL" => get!(row, i, col, bool, Value::Bool),
         "INT2" => get!(row, i, col, i16, Value::from),
         "INT4" => get!(row, i, col, i32, Value::from),
@@ -639,8 +640,9 @@ fn mysql_value(
     if raw.is_null() {
         return Ok(None);
     }
-    let ty = raw.type_info().name().to_owned();
-    Ok(match ty.as_str() {
+    let info = raw.type_info();
+    let ty = info.name();
+    Ok(match ty {
         "BOOLEAN" => get!(row, i, col, bool, Value::Bool),
         "TINYINT" | "SMALLINT" | "MEDIUMINT" | "INT" | "BIGINT" => {
             get!(row, i, col, i64, Value::from)
