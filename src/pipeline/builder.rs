@@ -39,6 +39,7 @@ enum SinkSpec {
 /// | [`block_timeout`](Builder::block_timeout) | 5 s |
 /// | [`batch_size`](Builder::batch_size) | 1024 events |
 /// | [`linger`](Builder::linger) | 1 ms |
+/// | [`pipeline_depth`](Builder::pipeline_depth) | 4 batches |
 /// | [`shutdown_timeout`](Builder::shutdown_timeout) | 30 s |
 /// | [`drop_timeout`](Builder::drop_timeout) | 5 s |
 /// | [`drop_report_interval`](Builder::drop_report_interval) | 5 s |
@@ -70,6 +71,7 @@ pub struct Builder {
     sinks: Vec<SinkSpec>,
     runtime: Option<tokio::runtime::Handle>,
     bridge_log: bool,
+    pipeline_depth: usize,
 }
 
 impl fmt::Debug for Builder {
@@ -114,6 +116,7 @@ impl Default for Builder {
             sinks: Vec::new(),
             runtime: None,
             bridge_log: true,
+            pipeline_depth: 4,
         }
     }
 }
@@ -153,6 +156,16 @@ impl Builder {
     /// How long the worker waits for more events to fill a partial batch.
     pub fn linger(mut self, linger: Duration) -> Self {
         self.linger = linger;
+        self
+    }
+
+    /// How many batches may be in the enrichers at once. While one batch
+    /// waits on a slow lookup, the next ones are already being enriched
+    /// (and served from the cache); sinks still receive every event in the
+    /// order it was logged. With 1, each batch is written before the next
+    /// is enriched, so enrichers see batches strictly in order too.
+    pub fn pipeline_depth(mut self, batches: usize) -> Self {
+        self.pipeline_depth = batches.max(1);
         self
     }
 
@@ -532,6 +545,7 @@ impl Builder {
             batch_size: self.batch_size,
             linger: self.linger,
             drop_report_interval: self.drop_report_interval,
+            pipeline_depth: self.pipeline_depth,
         };
         let started: Arc<Signal<Result<(), InitError>>> = Arc::new(Signal::default());
         let started_tx = started.clone();

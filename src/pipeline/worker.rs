@@ -5,6 +5,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use std::future::Future;
+use std::pin::Pin;
+
+use futures_util::stream::{FuturesOrdered, StreamExt};
 use futures_util::FutureExt;
 use tokio::time::Instant;
 
@@ -27,6 +31,7 @@ pub(crate) struct Worker {
     pub(crate) batch_size: usize,
     pub(crate) linger: Duration,
     pub(crate) drop_report_interval: Duration,
+    pub(crate) pipeline_depth: usize,
 }
 
 impl Worker {
@@ -63,49 +68,80 @@ impl Worker {
 
     async fn run(mut self, stop: tokio::sync::watch::Sender<bool>) {
         let queue = self.shared.queue.clone();
-        let mut batch: Vec<Event> = Vec::with_capacity(self.batch_size);
+        let enrichment = Enrichment {
+            stages: Arc::new(std::mem::take(&mut self.stages)),
+            shared: self.shared.clone(),
+            budget: self.enrich_deadline,
+            record_errors: self.record_errors,
+        };
+        let depth = self.pipeline_depth.max(1);
+        // Batches being enriched, oldest first: they may overlap in the
+        // async stage, but are written strictly in order.
+        let mut inflight: FuturesOrdered<Enriched> = FuturesOrdered::new();
         let mut dirty = false;
         let mut reported_dropped = 0u64;
         let mut next_drop_check = Instant::now() + self.drop_report_interval;
         loop {
-            batch.clear();
-            let mut n = queue.pop_into(&mut batch, self.batch_size);
-            if n == 0 {
+            while inflight.len() < depth {
+                let mut batch = Vec::with_capacity(self.batch_size);
+                let n = queue.pop_into(&mut batch, self.batch_size);
+                if n == 0 {
+                    break;
+                }
+                if n < self.batch_size
+                    && inflight.is_empty()
+                    && !self.linger.is_zero()
+                    && !queue.is_closed()
+                {
+                    // A plain sleep, not a wait on the queue: waking for
+                    // every new event would defeat the point of lingering.
+                    tokio::time::sleep(self.linger).await;
+                    queue.pop_into(&mut batch, self.batch_size - n);
+                }
+                inflight.push_back(enrichment.start(batch, true));
+            }
+            if Instant::now() >= next_drop_check {
+                next_drop_check = Instant::now() + self.drop_report_interval;
+                if let Some(record) = self.drop_record(&mut reported_dropped) {
+                    inflight.push_back(enrichment.start(vec![record], false));
+                }
+            }
+            if inflight.is_empty() {
                 if queue.is_closed() {
-                    // Nothing was queued after we saw it closed: done.
-                    if queue.pop_into(&mut batch, self.batch_size) == 0 {
+                    // Closed, and nothing came in after the last look: done.
+                    if queue.len() == 0 {
                         break;
-                    }
-                } else {
-                    if dirty {
-                        self.flush_sinks().await;
-                        dirty = false;
-                    }
-                    let until_check = next_drop_check.saturating_duration_since(Instant::now());
-                    queue.wait(Some(until_check)).await;
-                    if Instant::now() >= next_drop_check {
-                        next_drop_check = Instant::now() + self.drop_report_interval;
-                        self.report_drops(&mut reported_dropped).await;
                     }
                     continue;
                 }
+                if dirty {
+                    self.flush_sinks().await;
+                    dirty = false;
+                }
+                let until_check = next_drop_check.saturating_duration_since(Instant::now());
+                queue.wait(Some(until_check)).await;
+                continue;
             }
-            if n < self.batch_size && !self.linger.is_zero() && !queue.is_closed() {
-                // A plain sleep, not a wait on the queue: waking for every
-                // new event would defeat the point of lingering.
-                tokio::time::sleep(self.linger).await;
-                n += queue.pop_into(&mut batch, self.batch_size - n);
-            }
-            let _ = n;
-            self.process(&mut batch, true).await;
-            self.shared.publish_metrics();
-            dirty = true;
-            if Instant::now() >= next_drop_check {
-                next_drop_check = Instant::now() + self.drop_report_interval;
-                self.report_drops(&mut reported_dropped).await;
+            if inflight.len() < depth && !queue.is_closed() {
+                // Write the oldest batch when it is ready; meanwhile start
+                // enriching whatever arrives.
+                tokio::select! {
+                    biased;
+                    Some((batch, count)) = inflight.next() => {
+                        self.write(&batch, count).await;
+                        dirty = true;
+                    }
+                    _ = queue.wait(None) => {}
+                }
+            } else if let Some((batch, count)) = inflight.next().await {
+                self.write(&batch, count).await;
+                dirty = true;
             }
         }
-        self.report_drops(&mut reported_dropped).await;
+        if let Some(record) = self.drop_record(&mut reported_dropped) {
+            let (batch, count) = enrichment.start(vec![record], false).await;
+            self.write(&batch, count).await;
+        }
         self.flush_sinks().await;
         self.shared.publish_metrics();
         let _ = stop.send(true);
@@ -113,53 +149,26 @@ impl Worker {
         self.shared.done.publish(self.shared.report(false));
     }
 
-    /// Writes an "events dropped" record when events were dropped since the
-    /// last one.
-    async fn report_drops(&mut self, reported: &mut u64) {
+    /// An "events dropped" record, when events were dropped since the last
+    /// one.
+    fn drop_record(&mut self, reported: &mut u64) -> Option<Event> {
         let dropped = self.shared.queue.dropped();
         if dropped <= *reported {
-            return;
+            return None;
         }
         let since = dropped - *reported;
         *reported = dropped;
-        let event = Event::new(tracing::Level::WARN, "fapilog", "events dropped")
-            .with_field("dropped", since)
-            .with_field("dropped_total", dropped);
-        let mut batch = vec![event];
-        // fapilog's own record: written, but not counted as an emitted
-        // application event (emitted + dropped = logged).
-        self.process(&mut batch, false).await;
+        Some(
+            Event::new(tracing::Level::WARN, "fapilog", "events dropped")
+                .with_field("dropped", since)
+                .with_field("dropped_total", dropped),
+        )
     }
 
-    async fn process(&mut self, batch: &mut [Event], count_emitted: bool) {
-        let deadline = Instant::now() + self.enrich_deadline;
-        for stage in &self.stages {
-            match stage {
-                Stage::Sync(enrichers) => {
-                    for event in batch.iter_mut() {
-                        for enricher in enrichers {
-                            let r = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                                enricher.enrich(event)
-                            }));
-                            if r.is_err() {
-                                self.shared.enricher_panics.fetch_add(1, Ordering::Relaxed);
-                            }
-                        }
-                    }
-                }
-                Stage::Async(levels) => {
-                    run_async(
-                        levels,
-                        batch,
-                        deadline,
-                        self.enrich_deadline,
-                        self.record_errors,
-                    )
-                    .await;
-                }
-            }
-        }
-        let batch: &[Event] = batch;
+    /// Hands a batch to every sink. `count_emitted` is false for fapilog's
+    /// own records: written, but not application events (emitted + dropped
+    /// = logged).
+    async fn write(&mut self, batch: &[Event], count_emitted: bool) {
         let shared = &self.shared;
         let writes = self
             .sinks
@@ -180,6 +189,7 @@ impl Worker {
             self.shared
                 .emitted
                 .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            self.shared.publish_metrics();
         }
     }
 
@@ -198,5 +208,48 @@ impl Worker {
                 }
             });
         futures_util::future::join_all(flushes).await;
+    }
+}
+
+/// A batch on its way through the enrichers, and whether its events count
+/// as emitted application events.
+type Enriched = Pin<Box<dyn Future<Output = (Vec<Event>, bool)> + Send>>;
+
+/// What enriching a batch needs, shareable by overlapping batches.
+struct Enrichment {
+    stages: Arc<Vec<Stage>>,
+    shared: Arc<Shared>,
+    budget: Duration,
+    record_errors: bool,
+}
+
+impl Enrichment {
+    fn start(&self, mut batch: Vec<Event>, count_emitted: bool) -> Enriched {
+        let stages = self.stages.clone();
+        let shared = self.shared.clone();
+        let (budget, record_errors) = (self.budget, self.record_errors);
+        Box::pin(async move {
+            let deadline = Instant::now() + budget;
+            for stage in stages.iter() {
+                match stage {
+                    Stage::Sync(enrichers) => {
+                        for event in batch.iter_mut() {
+                            for enricher in enrichers {
+                                let r = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                                    enricher.enrich(event)
+                                }));
+                                if r.is_err() {
+                                    shared.enricher_panics.fetch_add(1, Ordering::Relaxed);
+                                }
+                            }
+                        }
+                    }
+                    Stage::Async(levels) => {
+                        run_async(levels, &mut batch, deadline, budget, record_errors).await;
+                    }
+                }
+            }
+            (batch, count_emitted)
+        })
     }
 }
