@@ -8,8 +8,8 @@ use std::time::Duration;
 use std::future::Future;
 use std::pin::Pin;
 
-use futures_util::stream::{FuturesOrdered, StreamExt};
 use futures_util::FutureExt;
+use futures_util::stream::{FuturesOrdered, StreamExt};
 use tokio::time::Instant;
 
 use super::{Shared, Signal};
