@@ -1,12 +1,11 @@
 //! The worker: takes batches off the queue, enriches them, writes them.
 
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-
-use std::future::Future;
-use std::pin::Pin;
 
 use futures_util::FutureExt;
 use futures_util::stream::{FuturesOrdered, StreamExt};
