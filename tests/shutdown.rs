@@ -175,3 +175,65 @@ fn dropping_the_guard_drains_the_queue() {
         .collect();
     assert_eq!(seqs, (0..N).collect::<Vec<_>>());
 }
+
+/// Dropping the guard inside a task of a multi-thread runtime that also
+/// runs the worker still drains everything (the waiting thread hands its
+/// other tasks, the worker among them, to the runtime's other threads).
+#[test]
+fn dropping_the_guard_in_a_task_of_the_worker_runtime_drains() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let out = Collected::new();
+    let sink = out.sink();
+    rt.block_on(async move {
+        let (dispatch, guard) = support::start_async(
+            fapilog::builder()
+                .runtime(tokio::runtime::Handle::current())
+                .drop_timeout(Duration::from_secs(20))
+                .sink(sink),
+        )
+        .await;
+        tokio::spawn(async move {
+            tracing::dispatcher::with_default(&dispatch, || {
+                for seq in 0..100u64 {
+                    tracing::info!(seq, "before drop");
+                }
+            });
+            let started = std::time::Instant::now();
+            let report = guard.shutdown_blocking();
+            assert_eq!((report.emitted, report.dropped), (100, 0));
+            assert!(!report.timed_out);
+            assert!(started.elapsed() < Duration::from_secs(20));
+        })
+        .await
+        .unwrap();
+    });
+    assert_eq!(out.app_events().len(), 100);
+}
+
+/// `shutdown_blocking` from the body of `#[tokio::main]` (a multi-thread
+/// runtime's `block_on` thread) works and drains.
+#[test]
+fn shutdown_blocking_from_an_async_main_drains() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let out = Collected::new();
+    let sink = out.sink();
+    let report = rt.block_on(async move {
+        let (dispatch, guard) = support::start(fapilog::builder().sink(sink));
+        tracing::dispatcher::with_default(&dispatch, || {
+            for seq in 0..50u64 {
+                tracing::info!(seq, "in main");
+            }
+        });
+        guard.shutdown_blocking()
+    });
+    assert_eq!((report.emitted, report.dropped), (50, 0));
+    assert_eq!(out.app_events().len(), 50);
+}

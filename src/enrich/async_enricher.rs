@@ -271,7 +271,7 @@ impl EnrichContext {
         };
         self.metrics.count(Counter::Call, 1);
         let started = Instant::now();
-        let own_limit = started + self.call_timeout;
+        let own_limit = crate::pipeline::after(started, self.call_timeout);
         // The batch deadline may leave less time than the call timeout. A
         // call that had at least half the batch's budget and still did not
         // answer is the dependency failing; one squeezed by earlier

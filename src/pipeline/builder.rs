@@ -394,7 +394,7 @@ impl Builder {
     where
         S: Subscriber + for<'a> LookupSpan<'a>,
     {
-        let wait = self.lifecycle.startup_timeout + Duration::from_secs(5);
+        let wait = self.lifecycle.startup_timeout.saturating_add(Duration::from_secs(5));
         let (layer, filter, guard, started) = self.launch()?;
         match started.wait_blocking(wait) {
             Some(Ok(())) => Ok((layer.with_filter(filter), guard)),
@@ -413,7 +413,7 @@ impl Builder {
     where
         S: Subscriber + for<'a> LookupSpan<'a>,
     {
-        let wait = self.lifecycle.startup_timeout + Duration::from_secs(5);
+        let wait = self.lifecycle.startup_timeout.saturating_add(Duration::from_secs(5));
         let (layer, filter, guard, started) = self.launch()?;
         match started.wait(wait).await {
             Some(Ok(())) => Ok((layer.with_filter(filter), guard)),
@@ -549,6 +549,7 @@ impl Builder {
         };
         let started: Arc<Signal<Result<(), InitError>>> = Arc::new(Signal::default());
         let started_tx = started.clone();
+        let worker_on_app_runtime = self.runtime.is_some();
         match self.runtime {
             Some(handle) => {
                 handle.spawn(Suppressed(Box::pin(worker.start_and_run(started_tx))));
@@ -574,6 +575,7 @@ impl Builder {
             shutdown_timeout: self.shutdown_timeout,
             drop_timeout: self.drop_timeout,
             finished: false,
+            worker_on_app_runtime,
         };
         Ok((FapilogLayer::new(queue), filter, guard, started))
     }

@@ -20,6 +20,7 @@ pub struct Guard {
     pub(crate) shutdown_timeout: Duration,
     pub(crate) drop_timeout: Duration,
     pub(crate) finished: bool,
+    pub(crate) worker_on_app_runtime: bool,
 }
 
 impl fmt::Debug for Guard {
@@ -56,9 +57,12 @@ impl Guard {
         }
     }
 
-    /// [`Guard::shutdown`] for synchronous code. Do not call it on a
-    /// current-thread runtime that also runs the pipeline's worker: use
-    /// `shutdown().await` there.
+    /// [`Guard::shutdown`] for synchronous code. Inside a multi-thread tokio
+    /// runtime it waits with `block_in_place`, so a worker on that runtime
+    /// keeps running. On a current-thread runtime that also runs the worker
+    /// it cannot wait: it closes intake and returns at once with
+    /// `timed_out` set, and the worker drains the queue when the thread is
+    /// free; use `shutdown().await` there.
     pub fn shutdown_blocking(mut self) -> ShutdownReport {
         self.finished = true;
         self.close_and_wait(self.shutdown_timeout)
@@ -66,9 +70,19 @@ impl Guard {
 
     fn close_and_wait(&self, timeout: Duration) -> ShutdownReport {
         self.shared.queue.close();
-        match self.shared.done.wait_blocking(timeout) {
+        let wait = || match self.shared.done.wait_blocking(timeout) {
             Some(r) => r,
             None => self.shared.report(true),
+        };
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            // Hand this thread's other tasks (the worker may be one of them)
+            // to the runtime's other threads while we block.
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(wait),
+            // Blocking this thread would stop a worker that runs on it: the
+            // queue is closed and the worker drains it once this thread is
+            // free again; the report says it was not waited for.
+            Ok(_) if self.worker_on_app_runtime => self.shared.report(true),
+            _ => wait(),
         }
     }
 }

@@ -15,6 +15,13 @@ mod worker;
 pub use builder::Builder;
 pub use guard::Guard;
 
+/// `now + d`, or a time decades away when that would overflow (a timeout of
+/// `Duration::MAX` means "never", not a panic).
+pub(crate) fn after(now: tokio::time::Instant, d: std::time::Duration) -> tokio::time::Instant {
+    now.checked_add(d)
+        .unwrap_or_else(|| now + std::time::Duration::from_secs(30 * 365 * 86_400))
+}
+
 /// What a log call does when the queue is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -101,10 +108,12 @@ impl Shared {
 
     pub(crate) fn report(&self, timed_out: bool) -> ShutdownReport {
         let s = self.stats();
+        // Whatever is still queued, or was taken off the queue but not yet
+        // written (a deadline passed), will not be written.
+        let in_flight = self.queue.popped().saturating_sub(s.emitted);
         ShutdownReport {
             emitted: s.emitted,
-            // Whatever is still queued (a deadline passed) will not be written.
-            dropped: s.dropped + s.queue_depth as u64,
+            dropped: s.dropped + s.queue_depth as u64 + in_flight,
             sink_failures: s.sink_failures,
             enricher_panics: s.enricher_panics,
             timed_out,
@@ -153,7 +162,7 @@ impl<T> Signal<T> {
     }
 
     pub(crate) async fn wait(&self, timeout: std::time::Duration) -> Option<T> {
-        let deadline = tokio::time::Instant::now() + timeout;
+        let deadline = after(tokio::time::Instant::now(), timeout);
         loop {
             let notified = self.notify.notified();
             tokio::pin!(notified);

@@ -167,16 +167,20 @@ impl Queue {
     }
 
     fn wait_for_room(&self, mut event: Event) {
-        let deadline = Instant::now() + self.block_timeout;
+        let now = Instant::now();
+        let deadline = now.checked_add(self.block_timeout).unwrap_or_else(|| {
+            now + Duration::from_secs(30 * 365 * 86_400)
+        });
         let backoff = Backoff::new();
         loop {
-            match self.q.push(event) {
-                Ok(()) => return,
-                Err(e) => event = e,
-            }
+            // Closed while we waited: the worker may already be gone.
             if self.is_closed() {
                 self.count_dropped(1);
                 return;
+            }
+            match self.q.push(event) {
+                Ok(()) => return,
+                Err(e) => event = e,
             }
             let now = Instant::now();
             if now >= deadline {

@@ -79,7 +79,7 @@ impl Worker {
         let mut inflight: FuturesOrdered<Enriched> = FuturesOrdered::new();
         let mut dirty = false;
         let mut reported_dropped = 0u64;
-        let mut next_drop_check = Instant::now() + self.drop_report_interval;
+        let mut next_drop_check = super::after(Instant::now(), self.drop_report_interval);
         loop {
             while inflight.len() < depth {
                 let mut batch = Vec::with_capacity(self.batch_size);
@@ -100,7 +100,7 @@ impl Worker {
                 inflight.push_back(enrichment.start(batch, true));
             }
             if Instant::now() >= next_drop_check {
-                next_drop_check = Instant::now() + self.drop_report_interval;
+                next_drop_check = super::after(Instant::now(), self.drop_report_interval);
                 if let Some(record) = self.drop_record(&mut reported_dropped) {
                     inflight.push_back(enrichment.start(vec![record], false));
                 }
@@ -228,7 +228,7 @@ impl Enrichment {
         let shared = self.shared.clone();
         let (budget, record_errors) = (self.budget, self.record_errors);
         Box::pin(async move {
-            let deadline = Instant::now() + budget;
+            let deadline = super::after(Instant::now(), budget);
             for stage in stages.iter() {
                 match stage {
                     Stage::Sync(enrichers) => {

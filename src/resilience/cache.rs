@@ -16,6 +16,9 @@ use tokio::time::Instant;
 use crate::enrich::Key;
 use crate::event::Value;
 
+/// Longer than any process lives; keeps moka's clock arithmetic in range.
+const FOREVER: Duration = Duration::from_secs(100 * 365 * 86_400);
+
 #[derive(Debug, Clone)]
 struct Entry {
     /// `None`: the lookup said the key does not exist.
@@ -94,8 +97,11 @@ impl LookupCache {
         let inner = moka::future::Cache::builder()
             .max_capacity(cfg.max_entries)
             .expire_after(Expire {
-                ttl_found: cfg.ttl + cfg.max_stale.unwrap_or(Duration::ZERO),
-                ttl_not_found: cfg.negative_ttl,
+                ttl_found: cfg
+                    .ttl
+                    .saturating_add(cfg.max_stale.unwrap_or(Duration::ZERO))
+                    .min(FOREVER),
+                ttl_not_found: cfg.negative_ttl.min(FOREVER),
             })
             .build();
         LookupCache { inner, cfg }
@@ -109,7 +115,7 @@ impl LookupCache {
         match entry.value {
             Some(v) if age < self.cfg.ttl => Cached::Found(v),
             Some(v) => match self.cfg.max_stale {
-                Some(max) if age < self.cfg.ttl + max => Cached::Stale(v),
+                Some(max) if age < self.cfg.ttl.saturating_add(max) => Cached::Stale(v),
                 _ => Cached::Miss,
             },
             None if age < self.cfg.negative_ttl => Cached::NotFound,
