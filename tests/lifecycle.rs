@@ -305,3 +305,56 @@ async fn a_hanging_enricher_shutdown_does_not_hold_the_pipelines_shutdown() {
     );
     assert_eq!(inserted(&out.events()[0], "s"), Some(json!(1)));
 }
+
+/// An enricher whose lifecycle hooks panic.
+struct Panicky;
+
+impl fapilog::enrich::AsyncEnricher for Panicky {
+    fn name(&self) -> &str {
+        "panicky"
+    }
+    async fn startup(&self) -> Result<(), fapilog::enrich::EnrichError> {
+        panic!("boom in start-up")
+    }
+    async fn enrich(
+        &self,
+        _events: &[fapilog::Event],
+        _out: &mut [fapilog::enrich::Patch],
+        _ctx: &fapilog::enrich::EnrichContext,
+    ) -> Result<(), fapilog::enrich::EnrichError> {
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_start_up_is_a_failed_start_up_not_a_dead_pipeline() {
+    let out = Emitted::new();
+    let running = Running::start(
+        pipeline(out.sink())
+            .startup_retry_backoff(Duration::from_secs(3600), Duration::from_secs(3600))
+            .async_enricher(Panicky),
+    )
+    .await;
+    let h = running.guard.health().await;
+    assert_eq!(h[0].status, HealthStatus::Down);
+    assert_eq!(h[0].last_error.as_deref(), Some("start-up panicked"));
+    tracing::info!("still logging");
+    let e = out.wait_for(1).await.remove(0);
+    assert_eq!(errors(&e), [("panicky".into(), "unavailable".into())]);
+    let report = running.shutdown().await;
+    assert!(!report.timed_out);
+    assert_eq!(report.emitted, 1);
+
+    // Required: start-up fails at once, naming it.
+    let started = Instant::now();
+    let err = Running::try_start(
+        pipeline(Emitted::new().sink())
+            .async_enricher_with(Panicky, EnricherOptions::new().required()),
+    )
+    .await
+    .err()
+    .expect("a required enricher whose start-up panics fails start-up");
+    assert!(err.to_string().contains("`panicky`"), "{err}");
+    assert!(err.to_string().contains("panicked"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(1));
+}

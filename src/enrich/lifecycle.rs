@@ -211,12 +211,22 @@ pub(crate) struct LifecycleConfig {
     pub(crate) retry_max: Duration,
 }
 
-async fn start_one(slot: &AsyncSlot, timeout: Duration) -> Result<(), String> {
-    match tokio::time::timeout(timeout, slot.enricher.startup()).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!("start-up took longer than {timeout:?}")),
+/// Runs a lifecycle hook with a timeout, turning a panic into an error.
+async fn hook<F>(fut: F, timeout: Duration, what: &str) -> Result<(), String>
+where
+    F: std::future::Future<Output = Result<(), crate::enrich::EnrichError>>,
+{
+    let fut = futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(fut));
+    match tokio::time::timeout(timeout, fut).await {
+        Ok(Ok(Ok(()))) => Ok(()),
+        Ok(Ok(Err(e))) => Err(e.to_string()),
+        Ok(Err(_panic)) => Err(format!("{what} panicked")),
+        Err(_) => Err(format!("{what} took longer than {timeout:?}")),
     }
+}
+
+async fn start_one(slot: &AsyncSlot, timeout: Duration) -> Result<(), String> {
+    hook(slot.enricher.startup(), timeout, "start-up").await
 }
 
 /// Starts every enricher concurrently. Returns the ones to retry in the
@@ -275,13 +285,17 @@ pub(crate) async fn retry_startup(
         .retry(backoff)
         .sleep(tokio::time::sleep)
         .notify(|e: &String, _| slot.handle.record(Err(e.clone())));
+    let stopping = stop.clone();
     tokio::select! {
+        biased;
+        _ = stop.wait_for(|s| *s) => {}
         r = retried => {
-            if r.is_ok() {
+            // Shutdown may have begun while the last attempt ran: an
+            // enricher started now would never be shut down.
+            if r.is_ok() && !*stopping.borrow() {
                 slot.handle.set_started();
             }
         }
-        _ = stop.wait_for(|s| *s) => {}
     }
 }
 
@@ -303,13 +317,7 @@ pub(crate) async fn health_loop(
             .iter()
             .filter(|s| s.handle.is_started())
             .map(|s| async move {
-                let r = match tokio::time::timeout(cfg.startup_timeout, s.enricher.health_check())
-                    .await
-                {
-                    Ok(Ok(())) => Ok(()),
-                    Ok(Err(e)) => Err(e.to_string()),
-                    Err(_) => Err("health check timed out".to_owned()),
-                };
+                let r = hook(s.enricher.health_check(), cfg.startup_timeout, "health check").await;
                 s.handle.record(r);
             });
         futures_util::future::join_all(checks).await;
@@ -322,15 +330,9 @@ pub(crate) async fn shutdown_all(slots: &[Arc<AsyncSlot>], timeout: Duration) {
         .iter()
         .filter(|s| s.handle.is_started())
         .map(|s| async move {
-            let r = tokio::time::timeout(timeout, s.enricher.shutdown()).await;
+            let r = hook(s.enricher.shutdown(), timeout, "shutdown").await;
             s.handle.started.store(false, Ordering::Release);
-            match r {
-                Ok(Ok(())) => s.handle.record(Ok(())),
-                Ok(Err(e)) => s.handle.record(Err(format!("shutdown failed: {e}"))),
-                Err(_) => s
-                    .handle
-                    .record(Err(format!("shutdown took longer than {timeout:?}"))),
-            }
+            s.handle.record(r.map_err(|e| format!("shutdown failed: {e}")));
         });
     futures_util::future::join_all(stops).await;
 }
