@@ -109,11 +109,12 @@ impl<F: Future> Future for Suppressed<F> {
 }
 
 /// Spawns a pipeline task on the current runtime, capture suppressed.
-pub(crate) fn spawn_suppressed<F>(f: F)
+pub(crate) fn spawn_suppressed<F>(f: F) -> tokio::task::JoinHandle<F::Output>
 where
-    F: Future<Output = ()> + Send + 'static,
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
 {
-    tokio::spawn(Suppressed(Box::pin(f)));
+    tokio::spawn(Suppressed(Box::pin(f)))
 }
 
 fn is_suppressed() -> bool {

@@ -317,7 +317,12 @@ pub(crate) async fn health_loop(
             .iter()
             .filter(|s| s.handle.is_started())
             .map(|s| async move {
-                let r = hook(s.enricher.health_check(), cfg.startup_timeout, "health check").await;
+                let r = hook(
+                    s.enricher.health_check(),
+                    cfg.startup_timeout,
+                    "health check",
+                )
+                .await;
                 s.handle.record(r);
             });
         futures_util::future::join_all(checks).await;
@@ -332,7 +337,8 @@ pub(crate) async fn shutdown_all(slots: &[Arc<AsyncSlot>], timeout: Duration) {
         .map(|s| async move {
             let r = hook(s.enricher.shutdown(), timeout, "shutdown").await;
             s.handle.started.store(false, Ordering::Release);
-            s.handle.record(r.map_err(|e| format!("shutdown failed: {e}")));
+            s.handle
+                .record(r.map_err(|e| format!("shutdown failed: {e}")));
         });
     futures_util::future::join_all(stops).await;
 }

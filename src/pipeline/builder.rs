@@ -394,7 +394,10 @@ impl Builder {
     where
         S: Subscriber + for<'a> LookupSpan<'a>,
     {
-        let wait = self.lifecycle.startup_timeout.saturating_add(Duration::from_secs(5));
+        let wait = self
+            .lifecycle
+            .startup_timeout
+            .saturating_add(Duration::from_secs(5));
         let (layer, filter, guard, started) = self.launch()?;
         match started.wait_blocking(wait) {
             Some(Ok(())) => Ok((layer.with_filter(filter), guard)),
@@ -413,7 +416,10 @@ impl Builder {
     where
         S: Subscriber + for<'a> LookupSpan<'a>,
     {
-        let wait = self.lifecycle.startup_timeout.saturating_add(Duration::from_secs(5));
+        let wait = self
+            .lifecycle
+            .startup_timeout
+            .saturating_add(Duration::from_secs(5));
         let (layer, filter, guard, started) = self.launch()?;
         match started.wait(wait).await {
             Some(Ok(())) => Ok((layer.with_filter(filter), guard)),
@@ -528,6 +534,7 @@ impl Builder {
         let shared = Arc::new(Shared {
             queue: queue.clone(),
             emitted: AtomicU64::new(0),
+            lost: AtomicU64::new(0),
             enricher_panics: AtomicU64::new(0),
             sinks: sinks.iter().map(|s| SinkCounters::new(s.name())).collect(),
             done: Signal::default(),

@@ -44,6 +44,9 @@ pub enum Overflow {
 pub(crate) struct Shared {
     pub(crate) queue: Arc<queue::Queue>,
     pub(crate) emitted: AtomicU64,
+    /// Events taken off the queue whose enrichment task was cancelled
+    /// (counted in `dropped` too).
+    pub(crate) lost: AtomicU64,
     pub(crate) enricher_panics: AtomicU64,
     pub(crate) sinks: Vec<SinkCounters>,
     pub(crate) done: Signal<ShutdownReport>,
@@ -110,7 +113,10 @@ impl Shared {
         let s = self.stats();
         // Whatever is still queued, or was taken off the queue but not yet
         // written (a deadline passed), will not be written.
-        let in_flight = self.queue.popped().saturating_sub(s.emitted);
+        let in_flight = self
+            .queue
+            .popped()
+            .saturating_sub(s.emitted + self.lost.load(Ordering::Relaxed));
         ShutdownReport {
             emitted: s.emitted,
             dropped: s.dropped + s.queue_depth as u64 + in_flight,

@@ -168,9 +168,9 @@ impl Queue {
 
     fn wait_for_room(&self, mut event: Event) {
         let now = Instant::now();
-        let deadline = now.checked_add(self.block_timeout).unwrap_or_else(|| {
-            now + Duration::from_secs(30 * 365 * 86_400)
-        });
+        let deadline = now
+            .checked_add(self.block_timeout)
+            .unwrap_or_else(|| now + Duration::from_secs(30 * 365 * 86_400));
         let backoff = Backoff::new();
         loop {
             // Closed while we waited: the worker may already be gone.

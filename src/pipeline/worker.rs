@@ -223,11 +223,38 @@ struct Enrichment {
 }
 
 impl Enrichment {
-    fn start(&self, mut batch: Vec<Event>, count_emitted: bool) -> Enriched {
+    /// Starts enriching a batch as a task of its own, so it makes progress
+    /// (and its deadline is spent on enrichment) while the worker is busy
+    /// writing earlier batches to slow sinks.
+    fn start(&self, batch: Vec<Event>, count_emitted: bool) -> Enriched {
+        let size = batch.len() as u64;
+        let shared = self.shared.clone();
+        let task = spawn_suppressed(self.enrich(batch, count_emitted));
+        Box::pin(async move {
+            match task.await {
+                Ok(done) => done,
+                Err(_) => {
+                    // The task was cancelled (its runtime is shutting down):
+                    // these events will not be written.
+                    if count_emitted {
+                        shared.queue.count_dropped(size);
+                        shared.lost.fetch_add(size, Ordering::Relaxed);
+                    }
+                    (Vec::new(), false)
+                }
+            }
+        })
+    }
+
+    fn enrich(
+        &self,
+        mut batch: Vec<Event>,
+        count_emitted: bool,
+    ) -> impl Future<Output = (Vec<Event>, bool)> + Send + 'static {
         let stages = self.stages.clone();
         let shared = self.shared.clone();
         let (budget, record_errors) = (self.budget, self.record_errors);
-        Box::pin(async move {
+        async move {
             let deadline = super::after(Instant::now(), budget);
             for stage in stages.iter() {
                 match stage {
@@ -249,6 +276,6 @@ impl Enrichment {
                 }
             }
             (batch, count_emitted)
-        })
+        }
     }
 }
