@@ -167,3 +167,44 @@ fn a_line_longer_than_the_limit_gets_a_file_of_its_own() {
     }
     assert_eq!(seqs, (0..30).collect::<Vec<_>>());
 }
+
+/// Retention that cannot delete an old file (here: a directory under a
+/// rotated file's name) loses no lines: rotation goes on, every line is
+/// written once, and the failure costs nothing but the undeleted file.
+#[test]
+fn a_retention_failure_loses_no_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("app.log.20000101T000000.000000")).unwrap();
+    let n = 500;
+    let file = FileSink::builder(dir.path().join("app.log"))
+        .max_bytes(MAX_BYTES)
+        .keep(1);
+    let (dispatch, guard) = start(fapilog::builder().file(file));
+    tracing::dispatcher::with_default(&dispatch, || {
+        for seq in 0..n {
+            tracing::info!(
+                seq,
+                payload = "some text to make the line longer",
+                "written"
+            );
+        }
+    });
+    let report = guard.shutdown_blocking();
+    assert_eq!((report.emitted, report.dropped), (n, 0));
+    std::fs::remove_dir(dir.path().join("app.log.20000101T000000.000000")).unwrap();
+    let files = files_oldest_first(dir.path());
+    assert_eq!(
+        files.len(),
+        2,
+        "the other old files were still pruned: {files:?}"
+    );
+    let seqs = read_seqs(&files);
+    // keep(1): only the newest rotated file and the active one remain, and
+    // they hold the newest lines, consecutive and ending with the last.
+    assert!(!seqs.is_empty());
+    assert_eq!(*seqs.last().unwrap(), n - 1);
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "gap or repeat: {seqs:?}"
+    );
+}

@@ -106,6 +106,7 @@ impl FileSinkBuilder {
             size,
             buf: Vec::with_capacity(64 * 1024),
             line_ends: Vec::new(),
+            reopen: false,
         })
     }
 }
@@ -123,6 +124,8 @@ pub struct FileSink {
     next_rotation: Option<u64>,
     buf: Vec<u8>,
     line_ends: Vec<usize>,
+    /// The active file must be reopened before the next write.
+    reopen: bool,
 }
 
 impl FileSink {
@@ -156,11 +159,25 @@ impl FileSink {
             target = dir.join(format!("{}.{stamp}.{n}", self.file_name));
             n += 1;
         }
+        // If the rename fails, nothing changed: the caller keeps writing to
+        // the current file.
         fs::rename(&self.path, &target)?;
-        let (file, size) = open_append(&self.path)?;
-        self.file = file;
-        self.size = size;
-        self.prune()
+        match open_append(&self.path) {
+            Ok((file, size)) => {
+                self.file = file;
+                self.size = size;
+            }
+            Err(e) => {
+                // The old handle now points at the rotated file; try again
+                // before the next write rather than writing there forever.
+                self.reopen = true;
+                return Err(e);
+            }
+        }
+        // Retention is best effort: a file that cannot be deleted now is
+        // deleted at a later rotation, and never costs events.
+        let _ = self.prune();
+        Ok(())
     }
 
     fn dir(&self) -> PathBuf {
@@ -186,10 +203,15 @@ impl FileSink {
         rotated.sort();
         let excess = rotated.len() - self.keep;
         let dir = self.dir();
+        // Delete what can be deleted; one stubborn file does not keep the
+        // others.
+        let mut first_error = None;
         for (_, name) in &rotated[..excess] {
-            fs::remove_file(dir.join(name))?;
+            if let Err(e) = fs::remove_file(dir.join(name)) {
+                first_error.get_or_insert(e);
+            }
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 }
 
@@ -235,6 +257,15 @@ impl Sink for FileSink {
     }
 
     async fn write_batch(&mut self, events: &[Event]) -> Result<(), SinkError> {
+        if self.reopen {
+            let (file, size) = open_append(&self.path)?;
+            self.file = file;
+            self.size = size;
+            self.reopen = false;
+        }
+        // A failed rotation does not lose the batch: it is written to the
+        // current file, and the failure reported once the batch is written.
+        let mut rotation_error = None;
         let now = SystemTime::now();
         if let Some(at) = self.next_rotation {
             let secs = now
@@ -242,11 +273,19 @@ impl Sink for FileSink {
                 .unwrap_or(Duration::ZERO)
                 .as_secs();
             if secs >= at {
-                if self.size > 0 {
-                    self.rotate(now)?;
-                }
                 self.next_rotation = next_boundary(self.rotation, now);
+                if self.size > 0 {
+                    if let Err(e) = self.rotate(now) {
+                        rotation_error = Some(e);
+                    }
+                }
             }
+        }
+        if self.reopen {
+            return Err(SinkError::new(
+                "could not reopen the log file after rotating it",
+                rotation_error.unwrap_or_else(|| io::Error::other("reopen failed")),
+            ));
         }
         self.buf.clear();
         self.line_ends.clear();
@@ -257,7 +296,10 @@ impl Sink for FileSink {
         let Some(max) = self.max_bytes else {
             self.file.write_all(&self.buf)?;
             self.size += self.buf.len() as u64;
-            return Ok(());
+            return match rotation_error {
+                Some(e) => Err(SinkError::new("log file rotation failed", e)),
+                None => Ok(()),
+            };
         };
         // Write runs of whole lines that fit, rotating between them.
         let mut start = 0;
@@ -271,20 +313,39 @@ impl Sink for FileSink {
                 i += 1;
             }
             if end == start {
-                if self.size > 0 {
-                    self.rotate(SystemTime::now())?;
-                    continue;
+                if self.size > 0 && rotation_error.is_none() {
+                    match self.rotate(SystemTime::now()) {
+                        Ok(()) => continue,
+                        Err(e) if self.reopen => {
+                            return Err(SinkError::new(
+                                "could not reopen the log file after rotating it",
+                                e,
+                            ));
+                        }
+                        Err(e) => rotation_error = Some(e),
+                    }
                 }
-                // A single line larger than the limit goes alone into a file.
-                end = self.line_ends[next_line];
-                i = next_line + 1;
+                if rotation_error.is_some() {
+                    // Could not rotate: keep the rest of the batch in the
+                    // current file, over the size limit, rather than lose it.
+                    end = self.buf.len();
+                    i = self.line_ends.len();
+                } else {
+                    // A single line larger than the limit goes alone into a
+                    // file.
+                    end = self.line_ends[next_line];
+                    i = next_line + 1;
+                }
             }
             self.file.write_all(&self.buf[start..end])?;
             self.size += (end - start) as u64;
             start = end;
             next_line = i;
         }
-        Ok(())
+        match rotation_error {
+            Some(e) => Err(SinkError::new("log file rotation failed", e)),
+            None => Ok(()),
+        }
     }
 
     async fn flush(&mut self) -> Result<(), SinkError> {
