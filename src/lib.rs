@@ -84,6 +84,7 @@ mod event;
 mod layer;
 pub mod metrics;
 mod pipeline;
+mod redact;
 pub mod resilience;
 pub mod sink;
 mod stats;

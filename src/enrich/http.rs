@@ -244,28 +244,7 @@ impl fmt::Debug for RedactedHeaders<'_> {
 
 /// `scheme://user:password@host/path?query` → `scheme://user:***@host/path?…`.
 fn redact_url(url: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, _)) => (base, "?…"),
-        None => (url, ""),
-    };
-    let redacted = match base.split_once("://") {
-        Some((scheme, rest)) => {
-            let (authority, path) = match rest.find('/') {
-                Some(i) => rest.split_at(i),
-                None => (rest, ""),
-            };
-            match authority.rsplit_once('@') {
-                Some((userinfo, host)) => {
-                    let user = userinfo.split(':').next().unwrap_or("");
-                    let hidden = if userinfo.contains(':') { ":***" } else { "" };
-                    format!("{scheme}://{user}{hidden}@{host}{path}")
-                }
-                None => base.to_owned(),
-            }
-        }
-        None => base.to_owned(),
-    };
-    format!("{redacted}{query}")
+    crate::redact::url(url, crate::redact::Query::Hide)
 }
 
 /// The per-key URL, split around its `{key}` placeholders.

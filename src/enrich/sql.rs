@@ -196,18 +196,9 @@ impl fmt::Debug for SqlLookup {
     }
 }
 
-/// `scheme://user:password@host` → `scheme://user:***@host`.
+/// The URL with its password (and password-like query parameters) hidden.
 pub(crate) fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let Some((auth, host)) = rest.split_once('@') else {
-        return url.to_owned();
-    };
-    match auth.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-        None => url.to_owned(),
-    }
+    crate::redact::url(url, crate::redact::Query::HidePasswords)
 }
 
 impl SqlLookup {

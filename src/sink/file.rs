@@ -274,10 +274,10 @@ impl Sink for FileSink {
                 .as_secs();
             if secs >= at {
                 self.next_rotation = next_boundary(self.rotation, now);
-                if self.size > 0 {
-                    if let Err(e) = self.rotate(now) {
-                        rotation_error = Some(e);
-                    }
+                if self.size > 0
+                    && let Err(e) = self.rotate(now)
+                {
+                    rotation_error = Some(e);
                 }
             }
         }
