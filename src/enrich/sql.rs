@@ -19,6 +19,12 @@
 //! the column otherwise. `NULL` columns are left out of the object, or kept
 //! as `null` with [`nulls_as_null`](SqlLookupBuilder::nulls_as_null).
 //!
+//! Key types must match the key column: integer keys (`user_id = 42`) for
+//! integer columns, string keys for text columns. A string `"42"` does not
+//! find an integer `42` (it is cached as not found); convert it with
+//! [`key_fn`](crate::enrich::LookupEnricherBuilder::key_fn) or cast in the
+//! query (`WHERE id::text = ANY($1)`).
+//!
 //! The database URL is never written to a log record, an error message or a
 //! `Debug` output with its password.
 

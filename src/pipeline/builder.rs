@@ -314,10 +314,13 @@ impl Builder {
     /// tasks, for example) are ordinary tasks of your runtime, so their
     /// events are captured like any other: keep such targets at `warn`
     /// (`info,hyper=warn,reqwest=warn`). On its own thread (the default)
-    /// the pipeline owns every thread its enrichers run on, and none of
-    /// their events are captured. Under [`Overflow::Block`], a log call on a
-    /// current-thread runtime that runs the worker drops instead of
-    /// waiting, since waiting could not make room.
+    /// the pipeline owns the runtime its enrichers run on, and none of
+    /// their events are captured (threads a dependency starts itself, like
+    /// SQLite's connection workers, are the exception; `SqlLookup` turns
+    /// sqlx's statement logging off for that reason). Under
+    /// [`Overflow::Block`] with the worker on an application runtime, a log
+    /// call made on any current-thread runtime drops instead of waiting,
+    /// since it may be the thread the worker needs to make room.
     pub fn runtime(mut self, handle: tokio::runtime::Handle) -> Self {
         self.runtime = Some(handle);
         self

@@ -26,9 +26,10 @@ pub(crate) fn after(now: tokio::time::Instant, d: std::time::Duration) -> tokio:
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Overflow {
-    /// Wait for room, up to the block timeout, then drop (counted). A log
-    /// call on a current-thread runtime that also runs the worker never
-    /// waits: it drops at once, since waiting could not make room. Once a
+    /// Wait for room, up to the block timeout, then drop (counted). When the
+    /// worker runs on an application runtime, a log call made on a
+    /// current-thread runtime never waits: it drops at once, since that
+    /// thread may be the one the worker needs to make room. Once a
     /// wait has timed out, later calls drop at once until the worker makes
     /// progress again, so a stuck sink costs one timeout, not one per call.
     #[default]

@@ -64,7 +64,7 @@ pub(crate) fn write_event(buf: &mut Vec<u8>, e: &Event, color: bool) {
     s.push_str(reset);
     s.push(' ');
     if let Some(m) = e.message() {
-        s.push_str(m);
+        push_escaped(&mut s, m);
     }
     for (k, v) in e.fields().chain(e.inserted()) {
         s.push(' ');
@@ -83,6 +83,18 @@ pub(crate) fn write_event(buf: &mut Vec<u8>, e: &Event, color: bool) {
     }
     s.push('\n');
     buf.extend_from_slice(s.as_bytes());
+}
+
+/// Control characters (newlines, escape sequences) are shown escaped, so a
+/// message cannot forge lines or colours in a terminal.
+fn push_escaped(s: &mut String, text: &str) {
+    for c in text.chars() {
+        if c.is_control() {
+            s.extend(c.escape_default());
+        } else {
+            s.push(c);
+        }
+    }
 }
 
 fn push_kv(s: &mut String, k: &str, v: &Value, dim: &str, reset: &str) {
@@ -117,6 +129,17 @@ mod tests {
             line.ends_with("INFO req{id=\"a\"}: app: hello n=1\n"),
             "{line}"
         );
+    }
+
+    #[test]
+    fn control_characters_in_messages_are_escaped() {
+        let mut buf = Vec::new();
+        let forged = "ok\n2026-01-01T00:00:00Z ERROR fake: \x1b[31mred";
+        write_event(&mut buf, &Event::new(Level::INFO, "app", forged), false);
+        let line = String::from_utf8(buf).unwrap();
+        assert_eq!(line.matches('\n').count(), 1, "{line}");
+        assert!(!line.contains('\x1b'), "{line}");
+        assert!(line.contains("ok\\n2026"), "{line}");
     }
 
     #[test]
