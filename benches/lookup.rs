@@ -59,7 +59,8 @@
 //!   override the defaults; `--batch-size N` sets the pipeline's batch size
 //!   for every setup.
 
-use std::collections::BTreeMap;
+mod support;
+
 use std::process::{Command, ExitCode};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -69,10 +70,11 @@ use fapilog::enrich::{
     AsyncEnricher, EnrichContext, EnrichError, EnricherOptions, Found, Key, Lookup, LookupEnricher,
     Patch,
 };
-use fapilog::{Event, Overflow, Sink, SinkError, Value};
+use fapilog::{Event, Overflow, Value};
 use rand::SeedableRng;
 use rand::rngs::Xoshiro256PlusPlus;
 use rand_distr::{Distribution, Zipf};
+use support::{CheckingSink, Run, Tally, median, quantile, thread_minor_faults, thread_schedstat};
 use tracing_subscriber::layer::SubscriberExt;
 
 const SETUPS: [&str; 4] = [
@@ -186,90 +188,6 @@ impl AsyncEnricher for NaivePerEvent {
     }
 }
 
-/// What the sink saw.
-#[derive(Default)]
-struct Tally {
-    events: AtomicU64,
-    enriched: AtomicU64,
-    wrong_user: AtomicU64,
-    with_errors: AtomicU64,
-    /// The worker thread's time on a CPU and waiting for one, as of the
-    /// last flush (the last one follows the last batch).
-    worker_cpu_ns: AtomicU64,
-    worker_runq_ns: AtomicU64,
-}
-
-/// Minor page faults of this thread so far (`/proc/thread-self/stat`).
-fn thread_minor_faults() -> u64 {
-    std::fs::read_to_string("/proc/thread-self/stat")
-        .ok()
-        .and_then(|s| {
-            // Fields after the command name, which is in parentheses:
-            // state, ppid, pgrp, session, tty_nr, tpgid, flags, minflt, …
-            let rest = s.rsplit_once(')')?.1.to_owned();
-            rest.split_whitespace().nth(7)?.parse().ok()
-        })
-        .unwrap_or(0)
-}
-
-/// This thread's time on a CPU and time runnable but waiting for one, in
-/// nanoseconds (`/proc/thread-self/schedstat`, Linux).
-fn thread_schedstat() -> Option<(u64, u64)> {
-    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-    let mut fields = text.split_whitespace().map(|f| f.parse::<u64>().ok());
-    Some((fields.next()??, fields.next()??))
-}
-
-/// Checks each event (enriched with the right user? any enrichment error?)
-/// and throws it away.
-struct CheckingSink {
-    tally: Arc<Tally>,
-    /// Set: hold the first batch until the flag is up (the caller is done).
-    hold: Option<Arc<AtomicBool>>,
-}
-
-impl Sink for CheckingSink {
-    fn name(&self) -> &str {
-        "checking_discard"
-    }
-
-    async fn write_batch(&mut self, events: &[Event]) -> Result<(), SinkError> {
-        if let Some(hold) = self.hold.take() {
-            while !hold.load(Ordering::Acquire) {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-        }
-        let (mut n, mut enriched, mut wrong, mut errors) = (0, 0, 0, 0);
-        for e in events.iter().filter(|e| e.target() != "fapilog") {
-            n += 1;
-            if e.enrichment_errors().next().is_some() {
-                errors += 1;
-            }
-            if let Some(user) = e.field("user") {
-                enriched += 1;
-                if user.get("id") != e.field("user_id") {
-                    wrong += 1;
-                }
-            }
-        }
-        let t = &self.tally;
-        t.events.fetch_add(n, Ordering::Relaxed);
-        t.enriched.fetch_add(enriched, Ordering::Relaxed);
-        t.wrong_user.fetch_add(wrong, Ordering::Relaxed);
-        t.with_errors.fetch_add(errors, Ordering::Relaxed);
-        Ok(())
-    }
-
-    /// Runs on the worker's thread: records how it spent its time so far.
-    async fn flush(&mut self) -> Result<(), SinkError> {
-        if let Some((cpu, runq)) = thread_schedstat() {
-            self.tally.worker_cpu_ns.store(cpu, Ordering::Relaxed);
-            self.tally.worker_runq_ns.store(runq, Ordering::Relaxed);
-        }
-        Ok(())
-    }
-}
-
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let opt = |name: &str| {
@@ -302,32 +220,6 @@ fn main() -> ExitCode {
         None => SETUPS.iter().map(|s| (*s).to_owned()).collect(),
     };
     parent(&setups, events, naive_events, reps, batch_size, full)
-}
-
-/// One finished run: the `key=value` pairs of the child's `RESULT` line.
-struct Run(BTreeMap<String, String>);
-
-impl Run {
-    fn parse(line: &str) -> Option<Run> {
-        let rest = line.strip_prefix("RESULT ")?;
-        let pairs = rest
-            .split_whitespace()
-            .filter_map(|kv| kv.split_once('='))
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect();
-        Some(Run(pairs))
-    }
-
-    fn setup(&self) -> &str {
-        self.0.get("setup").map_or("", String::as_str)
-    }
-
-    fn num(&self, key: &str) -> f64 {
-        self.0
-            .get(key)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(f64::NAN)
-    }
 }
 
 fn parent(
@@ -394,18 +286,6 @@ fn parent(
     }
     print_table(setups, &runs, full);
     ExitCode::SUCCESS
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n == 0 {
-        f64::NAN
-    } else if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
 }
 
 fn print_table(setups: &[String], runs: &[Run], full: bool) {
@@ -486,15 +366,6 @@ fn print_table(setups: &[String], runs: &[Run], full: bool) {
             );
         }
     }
-}
-
-/// The `q`-quantile of sorted values (nearest rank).
-fn quantile(sorted: &[u64], q: f64) -> u64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
 }
 
 fn child(setup: &str, events: usize, batch_size: Option<usize>) -> ExitCode {
