@@ -33,7 +33,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, SecondsFormat, Utc};
+use chrono::{DateTime, NaiveDate, NaiveTime, SecondsFormat, Utc};
 use serde_json::Map;
 use sqlx::{AssertSqlSafe, Column, ConnectOptions, Row, TypeInfo, ValueRef};
 use tokio::sync::OnceCell;
@@ -573,7 +573,8 @@ fn ts(t: DateTime<Utc>) -> Value {
     Value::String(t.to_rfc3339_opts(SecondsFormat::AutoSi, true))
 }
 
-fn naive_ts(t: NaiveDateTime) -> Value {
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+fn naive_ts(t: chrono::NaiveDateTime) -> Value {
     ts(t.and_utc())
 }
 
@@ -614,7 +615,7 @@ fn pg_value(
             get!(row, i, col, String, Value::String)
         }
         "TIMESTAMPTZ" => get!(row, i, col, DateTime<Utc>, ts),
-        "TIMESTAMP" => get!(row, i, col, NaiveDateTime, naive_ts),
+        "TIMESTAMP" => get!(row, i, col, chrono::NaiveDateTime, naive_ts),
         "DATE" => get!(row, i, col, NaiveDate, |d| Value::String(d.to_string())),
         "TIME" => get!(row, i, col, NaiveTime, |t| Value::String(t.to_string())),
         "JSON" | "JSONB" => get!(row, i, col, serde_json::Value, |v| v),
@@ -652,7 +653,7 @@ fn mysql_value(
             get!(row, i, col, String, Value::String)
         }
         "TIMESTAMP" => get!(row, i, col, DateTime<Utc>, ts),
-        "DATETIME" => get!(row, i, col, NaiveDateTime, naive_ts),
+        "DATETIME" => get!(row, i, col, chrono::NaiveDateTime, naive_ts),
         "DATE" => get!(row, i, col, NaiveDate, |d| Value::String(d.to_string())),
         "TIME" => get!(row, i, col, NaiveTime, |t| Value::String(t.to_string())),
         "JSON" => get!(row, i, col, serde_json::Value, |v| v),
