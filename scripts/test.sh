@@ -105,6 +105,10 @@ ensure_postgres
 ensure_mariadb
 ensure_redis
 
+# Every feature must build on its own, not only all together.
+for feature in "" sqlite postgres mysql http redis; do
+  cargo check --quiet --lib --features "$feature"
+done
 # Benchmarks are run with `cargo bench` (see BENCHMARKS.md); here they are
 # only type-checked, so a broken bench still fails the suite.
 cargo check --all-features --benches
