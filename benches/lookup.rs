@@ -74,7 +74,10 @@ use fapilog::{Event, Overflow, Value};
 use rand::SeedableRng;
 use rand::rngs::Xoshiro256PlusPlus;
 use rand_distr::{Distribution, Zipf};
-use support::{CheckingSink, Run, Tally, median, quantile, thread_minor_faults, thread_schedstat};
+use support::{
+    Args, CheckingSink, Run, Tally, median, quantile, run_child, thread_minor_faults,
+    thread_schedstat,
+};
 use tracing_subscriber::layer::SubscriberExt;
 
 const SETUPS: [&str; 4] = [
@@ -189,36 +192,18 @@ impl AsyncEnricher for NaivePerEvent {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let opt = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
-    let num = |name: &str, default: usize| {
-        opt(name)
-            .map(|v| {
-                v.parse()
-                    .unwrap_or_else(|_| panic!("{name} takes a number"))
-            })
-            .unwrap_or(default)
-    };
-    let full = args.iter().any(|a| a == "--bench");
+    let args = Args::from_env();
+    let opt = |name: &str| args.opt(name);
+    let num = |name: &str, default: usize| args.num(name, default);
+    let full = args.has("--bench");
     let events = num("--events", if full { 200_000 } else { 20_000 });
-    let batch_size = opt("--batch-size").map(|v| {
-        v.parse::<usize>()
-            .unwrap_or_else(|_| panic!("--batch-size takes a number"))
-    });
+    let batch_size = opt("--batch-size").map(|_| num("--batch-size", 0));
     if let Some(setup) = opt("--child") {
         return child(&setup, events, batch_size);
     }
     let naive_events = num("--naive-events", if full { 5_000 } else { 200 });
     let reps = num("--reps", if full { 5 } else { 1 });
-    let setups: Vec<String> = match opt("--setups") {
-        Some(list) => list.split(',').map(str::to_owned).collect(),
-        None => SETUPS.iter().map(|s| (*s).to_owned()).collect(),
-    };
+    let setups = args.setups(&SETUPS);
     parent(&setups, events, naive_events, reps, batch_size, full)
 }
 
@@ -255,10 +240,8 @@ fn parent(
             if let Some(b) = batch_size {
                 cmd.args(["--batch-size", &b.to_string()]);
             }
-            let out = cmd.output().expect("child runs");
-            let stdout = String::from_utf8_lossy(&out.stdout);
-            match (out.status.success(), stdout.lines().find_map(Run::parse)) {
-                (true, Some(run)) => {
+            match run_child(&mut cmd, setup) {
+                Some(run) => {
                     println!(
                         "rep {} {:<16} {:>7} events {:>8.3} s {:>10.0} events/s  fetch calls {:>6}  worker {:>5.2} us/event  caller p50 {:>6.0} ns  p99 {:>7.0} ns",
                         rep + 1,
@@ -273,14 +256,7 @@ fn parent(
                     );
                     runs.push(run);
                 }
-                _ => {
-                    eprintln!(
-                        "run {setup} failed ({}):\n{stdout}{}",
-                        out.status,
-                        String::from_utf8_lossy(&out.stderr)
-                    );
-                    return ExitCode::FAILURE;
-                }
+                None => return ExitCode::FAILURE,
             }
         }
     }

@@ -96,7 +96,10 @@ use rand::seq::SliceRandom;
 use rand_distr::{Distribution, Zipf};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Executor};
-use support::{CheckingSink, Run, Tally, median, quantile, thread_minor_faults, thread_schedstat};
+use support::{
+    Args, CheckingSink, Run, Tally, median, quantile, run_child, thread_minor_faults,
+    thread_schedstat,
+};
 use tracing_subscriber::layer::SubscriberExt;
 
 const PER_EVENT: &str = "per_event_query";
@@ -148,18 +151,10 @@ struct Knobs {
 }
 
 impl Knobs {
-    fn parse(args: &[String]) -> Knobs {
-        let opt = |name: &str| {
-            args.iter()
-                .position(|a| a == name)
-                .and_then(|i| args.get(i + 1))
-                .map(|v| {
-                    v.parse::<u64>()
-                        .unwrap_or_else(|_| panic!("{name} takes a number"))
-                })
-        };
+    fn parse(args: &Args) -> Knobs {
+        let opt = |name: &str| args.opt(name).map(|_| args.num(name, 0) as u64);
         Knobs {
-            ping: args.iter().any(|a| a == "--ping"),
+            ping: args.has("--ping"),
             connections: opt("--connections").map(|n| n as u32),
             max_batch: opt("--max-batch").map(|n| n as usize),
             max_entries: opt("--max-entries"),
@@ -345,22 +340,10 @@ impl AsyncEnricher for PerEventQuery {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let opt = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
-    let num = |name: &str, default: usize| {
-        opt(name)
-            .map(|v| {
-                v.parse()
-                    .unwrap_or_else(|_| panic!("{name} takes a number"))
-            })
-            .unwrap_or(default)
-    };
-    let full = args.iter().any(|a| a == "--bench");
+    let args = Args::from_env();
+    let opt = |name: &str| args.opt(name);
+    let num = |name: &str, default: usize| args.num(name, default);
+    let full = args.has("--bench");
     let knobs = Knobs::parse(&args);
     let events = num("--events", if full { 200_000 } else { 5_000 });
     if let Some(setup) = opt("--child") {
@@ -368,10 +351,7 @@ fn main() -> ExitCode {
     }
     let naive_events = num("--naive-events", if full { 200_000 } else { 500 });
     let reps = num("--reps", if full { 5 } else { 1 });
-    let setups: Vec<String> = match opt("--setups") {
-        Some(list) => list.split(',').map(str::to_owned).collect(),
-        None => SETUPS.iter().map(|s| (*s).to_owned()).collect(),
-    };
+    let setups = args.setups(&SETUPS);
     parent(&setups, events, naive_events, reps, knobs, full)
 }
 
@@ -435,10 +415,8 @@ fn parent(
             let mut cmd = Command::new(&exe);
             cmd.args(["--child", setup, "--events", &n.to_string()]);
             cmd.args(knobs.args());
-            let out = cmd.output().expect("child runs");
-            let stdout = String::from_utf8_lossy(&out.stdout);
-            match (out.status.success(), stdout.lines().find_map(Run::parse)) {
-                (true, Some(run)) => {
+            match run_child(&mut cmd, setup) {
+                Some(run) => {
                     println!(
                         "rep {} {:<17} {:>7} events {:>8.3} s {:>10.0} events/s  queries client {:>6} server {:>6}  worker {:>5.2} us/event  caller p50 {:>5.0} ns  p99 {:>6.0} ns",
                         rep + 1,
@@ -454,14 +432,7 @@ fn parent(
                     );
                     runs.push(run);
                 }
-                _ => {
-                    eprintln!(
-                        "run {setup} failed ({}):\n{stdout}{}",
-                        out.status,
-                        String::from_utf8_lossy(&out.stderr)
-                    );
-                    return ExitCode::FAILURE;
-                }
+                None => return ExitCode::FAILURE,
             }
         }
     }

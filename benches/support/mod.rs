@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -141,4 +142,63 @@ pub fn quantile(sorted: &[u64], q: f64) -> u64 {
     }
     let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
     sorted[rank - 1]
+}
+
+/// The bench's command line (after the program name).
+pub struct Args(Vec<String>);
+
+impl Args {
+    pub fn from_env() -> Self {
+        Args(std::env::args().skip(1).collect())
+    }
+
+    /// Whether `flag` was given.
+    pub fn has(&self, flag: &str) -> bool {
+        self.0.iter().any(|a| a == flag)
+    }
+
+    /// The value after `name`, if given.
+    pub fn opt(&self, name: &str) -> Option<String> {
+        self.0
+            .iter()
+            .position(|a| a == name)
+            .and_then(|i| self.0.get(i + 1))
+            .cloned()
+    }
+
+    /// The number after `name`, or `default`.
+    pub fn num(&self, name: &str, default: usize) -> usize {
+        self.opt(name)
+            .map(|v| {
+                v.parse()
+                    .unwrap_or_else(|_| panic!("{name} takes a number"))
+            })
+            .unwrap_or(default)
+    }
+
+    /// `--setups a,b`, or every known setup.
+    pub fn setups(&self, known: &[&str]) -> Vec<String> {
+        match self.opt("--setups") {
+            Some(list) => list.split(',').map(str::to_owned).collect(),
+            None => known.iter().map(|s| (*s).to_owned()).collect(),
+        }
+    }
+}
+
+/// Runs one child process and parses its result line; on failure prints
+/// what it said and returns `None`.
+pub fn run_child(cmd: &mut Command, setup: &str) -> Option<Run> {
+    let out = cmd.output().expect("child runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    match (out.status.success(), stdout.lines().find_map(Run::parse)) {
+        (true, Some(run)) => Some(run),
+        _ => {
+            eprintln!(
+                "run {setup} failed ({}):\n{stdout}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+            None
+        }
+    }
 }
