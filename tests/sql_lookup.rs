@@ -391,23 +391,41 @@ async fn postgres_pool_never_exceeds_its_maximum() {
     assert!(events.iter().all(|e| e.field("user").is_some()));
 }
 
+const HOSTILE: [&str; 9] = [
+    "O'Brien",
+    "'; DROP TABLE fl_hostile; --",
+    "Robert'); DROP TABLE fl_hostile;--",
+    "\"quoted\"",
+    "back\\slash",
+    "ключ-鍵-🔑",
+    "?",
+    "$1",
+    "{keys}",
+];
+
+/// Looks every hostile key up through `url` with `query` and checks each
+/// event got exactly its own row.
+async fn assert_hostile_keys_found(url: String, query: &str, backend: &str) {
+    let lookup = SqlLookup::builder(url).query(query).build().unwrap();
+    let enricher = LookupEnricher::builder("row", lookup)
+        .key_field("user_id")
+        .build();
+    let keys: Vec<Value> = HOSTILE.iter().map(|k| json!(k)).collect();
+    let events = enrich_keys(enricher, patient(), keys).await;
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(
+            e.field("row"),
+            Some(&json!({"name": HOSTILE[i], "n": i})),
+            "{backend} key {i}: {:?}",
+            e.enrichment_errors().collect::<Vec<_>>()
+        );
+    }
+}
+
 /// Keys are bound parameters: quotes, SQL, backslashes and non-ASCII text
 /// are looked up as data, and the table survives.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_keys_are_data_on_every_backend() {
-    let hostile = [
-        "O'Brien",
-        "'; DROP TABLE fl_hostile; --",
-        "Robert'); DROP TABLE fl_hostile;--",
-        "\"quoted\"",
-        "back\\slash",
-        "ключ-鍵-🔑",
-        "?",
-        "$1",
-        "{keys}",
-    ];
-    let keys: Vec<Value> = hostile.iter().map(|k| json!(k)).collect();
-
     // PostgreSQL
     let db = pg().await;
     exec(&db, "DROP TABLE IF EXISTS fl_hostile").await;
@@ -416,7 +434,7 @@ async fn hostile_keys_are_data_on_every_backend() {
         "CREATE TABLE fl_hostile (name text PRIMARY KEY, n int4)",
     )
     .await;
-    for (i, k) in hostile.iter().enumerate() {
+    for (i, k) in HOSTILE.iter().enumerate() {
         sqlx::query("INSERT INTO fl_hostile VALUES ($1, $2)")
             .bind(*k)
             .bind(i as i32)
@@ -424,26 +442,17 @@ async fn hostile_keys_are_data_on_every_backend() {
             .await
             .unwrap();
     }
-    let lookup = SqlLookup::builder(pg_url())
-        .query("SELECT name, n FROM fl_hostile WHERE name = ANY($1)")
-        .build()
-        .unwrap();
-    let enricher = LookupEnricher::builder("row", lookup)
-        .key_field("user_id")
-        .build();
-    let events = enrich_keys(enricher, patient(), keys.clone()).await;
-    for (i, e) in events.iter().enumerate() {
-        assert_eq!(
-            e.field("row"),
-            Some(&json!({"name": hostile[i], "n": i})),
-            "pg key {i}"
-        );
-    }
+    assert_hostile_keys_found(
+        pg_url(),
+        "SELECT name, n FROM fl_hostile WHERE name = ANY($1)",
+        "pg",
+    )
+    .await;
     let n: i64 = sqlx::query_scalar("SELECT count(*) FROM fl_hostile")
         .fetch_one(&db)
         .await
         .unwrap();
-    assert_eq!(n, hostile.len() as i64);
+    assert_eq!(n, HOSTILE.len() as i64);
 
     // MariaDB
     let db = mysql().await;
@@ -453,7 +462,7 @@ async fn hostile_keys_are_data_on_every_backend() {
         "CREATE TABLE fl_hostile (name VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin PRIMARY KEY, n INT)",
     )
     .await;
-    for (i, k) in hostile.iter().enumerate() {
+    for (i, k) in HOSTILE.iter().enumerate() {
         sqlx::query("INSERT INTO fl_hostile VALUES (?, ?)")
             .bind(*k)
             .bind(i as i32)
@@ -461,27 +470,17 @@ async fn hostile_keys_are_data_on_every_backend() {
             .await
             .unwrap();
     }
-    let lookup = SqlLookup::builder(mysql_url())
-        .query("SELECT name, n FROM fl_hostile WHERE name IN ({keys})")
-        .build()
-        .unwrap();
-    let enricher = LookupEnricher::builder("row", lookup)
-        .key_field("user_id")
-        .build();
-    let events = enrich_keys(enricher, patient(), keys.clone()).await;
-    for (i, e) in events.iter().enumerate() {
-        assert_eq!(
-            e.field("row"),
-            Some(&json!({"name": hostile[i], "n": i})),
-            "mariadb key {i}: {:?}",
-            e.enrichment_errors().collect::<Vec<_>>()
-        );
-    }
+    assert_hostile_keys_found(
+        mysql_url(),
+        "SELECT name, n FROM fl_hostile WHERE name IN ({keys})",
+        "mariadb",
+    )
+    .await;
     let n: i64 = sqlx::query_scalar("SELECT count(*) FROM fl_hostile")
         .fetch_one(&db)
         .await
         .unwrap();
-    assert_eq!(n, hostile.len() as i64);
+    assert_eq!(n, HOSTILE.len() as i64);
 
     // SQLite
     let dir = tempfile::tempdir().unwrap();
@@ -495,7 +494,7 @@ async fn hostile_keys_are_data_on_every_backend() {
         "CREATE TABLE fl_hostile (name TEXT PRIMARY KEY, n INTEGER)",
     )
     .await;
-    for (i, k) in hostile.iter().enumerate() {
+    for (i, k) in HOSTILE.iter().enumerate() {
         sqlx::query("INSERT INTO fl_hostile VALUES (?, ?)")
             .bind(*k)
             .bind(i as i64)
@@ -503,21 +502,12 @@ async fn hostile_keys_are_data_on_every_backend() {
             .await
             .unwrap();
     }
-    let lookup = SqlLookup::builder(url)
-        .query("SELECT name, n FROM fl_hostile WHERE name IN ({keys})")
-        .build()
-        .unwrap();
-    let enricher = LookupEnricher::builder("row", lookup)
-        .key_field("user_id")
-        .build();
-    let events = enrich_keys(enricher, patient(), keys).await;
-    for (i, e) in events.iter().enumerate() {
-        assert_eq!(
-            e.field("row"),
-            Some(&json!({"name": hostile[i], "n": i})),
-            "sqlite key {i}"
-        );
-    }
+    assert_hostile_keys_found(
+        url,
+        "SELECT name, n FROM fl_hostile WHERE name IN ({keys})",
+        "sqlite",
+    )
+    .await;
 }
 
 /// A key PostgreSQL cannot store (a NUL byte) fails that batch's lookup:

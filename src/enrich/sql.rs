@@ -592,6 +592,18 @@ macro_rules! get {
     };
 }
 
+/// A column of a type not listed: text under another name (a `_bin`
+/// collation reported as VARBINARY, a domain over text) is read as text;
+/// anything else is an error naming the column.
+macro_rules! text_or_unsupported {
+    ($row:expr, $i:expr, $col:expr, $ty:expr) => {
+        match $row.try_get::<Option<String>, _>($i) {
+            Ok(v) => v.map(Value::String),
+            Err(_) => return Err(unsupported($col, $ty)),
+        }
+    };
+}
+
 #[cfg(feature = "postgres")]
 fn pg_value(
     row: &sqlx::postgres::PgRow,
@@ -619,12 +631,7 @@ fn pg_value(
         "DATE" => get!(row, i, col, NaiveDate, |d| Value::String(d.to_string())),
         "TIME" => get!(row, i, col, NaiveTime, |t| Value::String(t.to_string())),
         "JSON" | "JSONB" => get!(row, i, col, serde_json::Value, |v| v),
-        other => match row.try_get::<Option<String>, _>(i) {
-            // Text under another name (e.g. a `_bin` collation reported as
-            // VARBINARY, a domain over text).
-            Ok(v) => v.map(Value::String),
-            Err(_) => return Err(unsupported(col, other)),
-        },
+        other => text_or_unsupported!(row, i, col, other),
     })
 }
 
@@ -657,12 +664,7 @@ fn mysql_value(
         "DATE" => get!(row, i, col, NaiveDate, |d| Value::String(d.to_string())),
         "TIME" => get!(row, i, col, NaiveTime, |t| Value::String(t.to_string())),
         "JSON" => get!(row, i, col, serde_json::Value, |v| v),
-        other => match row.try_get::<Option<String>, _>(i) {
-            // Text under another name (e.g. a `_bin` collation reported as
-            // VARBINARY, a domain over text).
-            Ok(v) => v.map(Value::String),
-            Err(_) => return Err(unsupported(col, other)),
-        },
+        other => text_or_unsupported!(row, i, col, other),
     })
 }
 
@@ -692,12 +694,7 @@ fn sqlite_value(
         "DATETIME" => get!(row, i, col, DateTime<Utc>, ts),
         "DATE" => get!(row, i, col, NaiveDate, |d| Value::String(d.to_string())),
         "TIME" => get!(row, i, col, NaiveTime, |t| Value::String(t.to_string())),
-        other => match row.try_get::<Option<String>, _>(i) {
-            // Text under another name (e.g. a `_bin` collation reported as
-            // VARBINARY, a domain over text).
-            Ok(v) => v.map(Value::String),
-            Err(_) => return Err(unsupported(col, other)),
-        },
+        other => text_or_unsupported!(row, i, col, other),
     })
 }
 
