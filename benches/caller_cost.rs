@@ -35,7 +35,7 @@ use fapilog::{Event, Overflow, Sink, SinkError};
 use tracing::Dispatch;
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::{Layer, Registry};
+use tracing_subscriber::Layer;
 
 const QUEUE: usize = 128_000;
 
@@ -113,17 +113,16 @@ impl Setup {
         match self {
             Setup::FapilogNull | Setup::FapilogDevNull => {
                 let builder = fapilog::builder()
-                    .level("info")
                     .queue_capacity(QUEUE)
                     .overflow(Overflow::DropNewest);
                 let builder = match self {
                     Setup::FapilogNull => builder.sink(NullSink),
                     _ => builder.file(fapilog::sink::FileSink::builder("/dev/null")),
                 };
-                let (layer, guard) = builder
-                    .build::<Registry>()
-                    .expect("fapilog pipeline starts");
-                let dispatch = Dispatch::new(tracing_subscriber::registry().with(layer));
+                let (layer, guard) = builder.build().expect("fapilog pipeline starts");
+                let dispatch = Dispatch::new(
+                    tracing_subscriber::registry().with(layer.with_filter(LevelFilter::INFO)),
+                );
                 let done = move || {
                     let r = guard.shutdown_blocking();
                     format!("emitted {}, dropped {}", r.emitted, r.dropped)

@@ -66,10 +66,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use fapilog::enrich::{
-    AsyncEnricher, EnrichContext, EnrichError, EnricherOptions, Found, Key, Lookup, LookupEnricher,
-    Patch,
-};
+use fapilog::enrich::{AsyncEnricher, EnrichContext, EnrichError, EnricherOptions, Patch};
+use fapilog::lookup::{Found, Key, Lookup, LookupEnricher};
 use fapilog::{Event, Overflow, Value};
 use rand::SeedableRng;
 use rand::rngs::Xoshiro256PlusPlus;
@@ -78,6 +76,8 @@ use support::{
     Args, CheckingSink, Run, Tally, median, quantile, run_child, thread_minor_faults,
     thread_schedstat,
 };
+use tracing_subscriber::Layer;
+use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::SubscriberExt;
 
 const SETUPS: [&str; 4] = [
@@ -353,7 +353,6 @@ fn child(setup: &str, events: usize, batch_size: Option<usize>) -> ExitCode {
         calls: calls.clone(),
     };
     let builder = fapilog::builder()
-        .level("info")
         .queue_capacity(events)
         .overflow(Overflow::Block)
         .enrich_deadline(PATIENT)
@@ -382,11 +381,11 @@ fn child(setup: &str, events: usize, batch_size: Option<usize>) -> ExitCode {
         }
     };
     let enriched = setup != NONE && setup != HELD;
-    let (layer, guard) = builder
-        .build::<tracing_subscriber::Registry>()
-        .expect("fapilog pipeline starts");
-    tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer))
-        .expect("first subscriber");
+    let (layer, guard) = builder.build().expect("fapilog pipeline starts");
+    tracing::subscriber::set_global_default(
+        tracing_subscriber::registry().with(layer.with_filter(LevelFilter::INFO)),
+    )
+    .expect("first subscriber");
 
     let mut caller_ns: Vec<u64> = Vec::with_capacity(events);
     // Touch the buffer's pages now (a non-zero fill: zeroed memory may be
@@ -440,7 +439,7 @@ fn child(setup: &str, events: usize, batch_size: Option<usize>) -> ExitCode {
     {
         problems.push(format!("enricher stats: {s:?}"));
     }
-    let stat = |f: fn(&fapilog::metrics::EnricherStats) -> u64| stats.map_or(0, f);
+    let stat = |f: fn(&fapilog::observe::EnricherStats) -> u64| stats.map_or(0, f);
     if !problems.is_empty() {
         eprintln!("{setup}: {}", problems.join("; "));
         return ExitCode::FAILURE;

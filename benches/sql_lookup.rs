@@ -85,10 +85,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use fapilog::enrich::{
-    AsyncEnricher, EnrichContext, EnrichError, EnricherOptions, LookupEnricher, Patch,
-    PoolSettings, SqlLookup,
-};
+use fapilog::enrich::{AsyncEnricher, EnrichContext, EnrichError, EnricherOptions, Patch};
+use fapilog::lookup::LookupEnricher;
+use fapilog::sources::{PoolSettings, SqlLookup};
 use fapilog::{Event, Overflow};
 use rand::SeedableRng;
 use rand::rngs::Xoshiro256PlusPlus;
@@ -100,6 +99,8 @@ use support::{
     Args, CheckingSink, Run, Tally, median, quantile, run_child, thread_minor_faults,
     thread_schedstat,
 };
+use tracing_subscriber::Layer;
+use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::SubscriberExt;
 
 const PER_EVENT: &str = "per_event_query";
@@ -551,7 +552,6 @@ fn child(setup: &str, events: usize, knobs: Knobs) -> ExitCode {
     let caller_done = Arc::new(AtomicBool::new(false));
     let naive_queries = Arc::new(AtomicU64::new(0));
     let builder = fapilog::builder()
-        .level("info")
         .queue_capacity(events)
         .overflow(Overflow::Block)
         .enrich_deadline(PATIENT)
@@ -600,12 +600,12 @@ fn child(setup: &str, events: usize, knobs: Knobs) -> ExitCode {
         }
     };
     let enriched = setup != NONE && setup != HELD;
-    let (layer, guard) = builder
-        .build::<tracing_subscriber::Registry>()
-        .expect("fapilog pipeline starts");
+    let (layer, guard) = builder.build().expect("fapilog pipeline starts");
     let server_before = rt.block_on(server_queries(&admin));
-    tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer))
-        .expect("first subscriber");
+    tracing::subscriber::set_global_default(
+        tracing_subscriber::registry().with(layer.with_filter(LevelFilter::INFO)),
+    )
+    .expect("first subscriber");
 
     let mut caller_ns: Vec<u64> = Vec::with_capacity(events);
     // Touch the buffer's pages now (a non-zero fill: zeroed memory may be
@@ -660,7 +660,7 @@ fn child(setup: &str, events: usize, knobs: Knobs) -> ExitCode {
     {
         problems.push(format!("enricher stats: {s:?}"));
     }
-    let stat = |f: fn(&fapilog::metrics::EnricherStats) -> u64| stats.map_or(0, f);
+    let stat = |f: fn(&fapilog::observe::EnricherStats) -> u64| stats.map_or(0, f);
     let client = if setup == PER_EVENT {
         naive_queries.load(Ordering::Relaxed)
     } else {

@@ -228,13 +228,14 @@ fn child(setup: &str, events: u64) -> ExitCode {
         "fapilog_file" => {
             let path = dir.path().join("fapilog.log");
             let (layer, guard) = fapilog::builder()
-                .level("info")
                 .overflow(Overflow::Block)
                 .file(fapilog::sink::FileSink::builder(&path))
                 .build()
                 .expect("fapilog pipeline starts");
-            tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer))
-                .expect("first subscriber");
+            tracing::subscriber::set_global_default(
+                tracing_subscriber::registry().with(layer.with_filter(LevelFilter::INFO)),
+            )
+            .expect("first subscriber");
             let finish = move || {
                 let r = guard.shutdown_blocking();
                 if r.emitted == events && r.dropped == 0 && !r.timed_out {

@@ -13,7 +13,8 @@ use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use fapilog::enrich::{HttpLookup, LookupEnricher};
+use fapilog::lookup::LookupEnricher;
+use fapilog::sources::HttpLookup;
 use serde_json::json;
 
 /// The user service: ids 1 to 5 exist, every other id is a 404.

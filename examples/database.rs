@@ -9,7 +9,9 @@
 
 use std::time::Duration;
 
-use fapilog::enrich::{EnricherOptions, LookupEnricher, PoolSettings, SqlLookup};
+use fapilog::enrich::EnricherOptions;
+use fapilog::lookup::LookupEnricher;
+use fapilog::sources::{PoolSettings, SqlLookup};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

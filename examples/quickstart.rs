@@ -7,7 +7,9 @@
 
 use std::time::Duration;
 
-use fapilog::enrich::{EnricherOptions, LookupEnricher, SqlLookup};
+use fapilog::enrich::EnricherOptions;
+use fapilog::lookup::LookupEnricher;
+use fapilog::sources::SqlLookup;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -28,7 +30,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build();
 
     let guard = fapilog::builder()
-        .level("info")
+        .filter("info")
         .service("quickstart")
         .version(env!("CARGO_PKG_VERSION"))
         .environment("dev")

@@ -10,7 +10,9 @@
 
 use std::time::Duration;
 
-use fapilog::enrich::{EnricherOptions, LookupEnricher, RedisLookup, ValueFormat};
+use fapilog::enrich::EnricherOptions;
+use fapilog::lookup::LookupEnricher;
+use fapilog::sources::{RedisLookup, ValueFormat};
 
 /// Where the example's records live; they expire on their own.
 const PREFIX: &str = "fapilog-example:user:";
@@ -34,7 +36,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build();
 
     let guard = fapilog::builder()
-        .level("info")
+        .filter("info")
         .service("redis-example")
         .async_enricher_with(
             user_enricher,

@@ -1,7 +1,7 @@
 //! Settings from TOML files and `FAPILOG__…` environment variables.
 //!
 //! ```toml
-//! level = "info,sqlx=warn"
+//! level = "info,sqlx=warn"    # filter directives (also accepted as `filter`)
 //! service = "checkout"
 //! version = "1.4.2"
 //! environment = "production"
@@ -36,15 +36,15 @@
 //! value is an error naming the key and the expected form.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-use tracing_subscriber::filter::{LevelFilter, Targets};
 
-use crate::pipeline::Overflow;
-use crate::sink::{Rotation, StdoutFormat};
+use crate::capture::{Overflow, filter};
+use crate::error::{ConfigError, FILTER_HINT};
+use crate::pipeline::Builder;
+use crate::sink::{FileSink, Rotation, StdoutFormat, StdoutSink};
 
 /// Everything the pipeline can be configured with from a file or the
 /// environment. Apply it with [`Builder::settings`](crate::Builder::settings).
@@ -52,7 +52,10 @@ use crate::sink::{Rotation, StdoutFormat};
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct Settings {
-    /// Level filter: a level, or directives like `info,my_crate=debug`.
+    /// Filter directives: a level, or directives like
+    /// `info,my_crate=debug` (see [`Builder::filter`]; `RUST_LOG`, when
+    /// set, still wins at `init`). Also accepted as `filter`.
+    #[serde(alias = "filter")]
     pub level: String,
     /// Added to every event as `service`.
     pub service: Option<String>,
@@ -102,7 +105,7 @@ pub struct QueueSettings {
     /// Events the queue holds (default 10 000).
     pub capacity: usize,
     /// `block` (default), `drop_newest` or `drop_oldest`.
-    pub overflow: OverflowSetting,
+    pub overflow: Overflow,
     /// Longest a log call waits for room under `block` (default `5s`).
     #[serde(with = "humantime_serde")]
     pub block_timeout: Duration,
@@ -112,32 +115,8 @@ impl Default for QueueSettings {
     fn default() -> Self {
         QueueSettings {
             capacity: 10_000,
-            overflow: OverflowSetting::Block,
+            overflow: Overflow::Block,
             block_timeout: Duration::from_secs(5),
-        }
-    }
-}
-
-/// The overflow policy's configuration form; see [`Overflow`].
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
-#[serde(try_from = "String")]
-#[non_exhaustive]
-pub enum OverflowSetting {
-    /// [`Overflow::Block`]
-    #[default]
-    Block,
-    /// [`Overflow::DropNewest`]
-    DropNewest,
-    /// [`Overflow::DropOldest`]
-    DropOldest,
-}
-
-impl From<OverflowSetting> for Overflow {
-    fn from(o: OverflowSetting) -> Self {
-        match o {
-            OverflowSetting::Block => Overflow::Block,
-            OverflowSetting::DropNewest => Overflow::DropNewest,
-            OverflowSetting::DropOldest => Overflow::DropOldest,
         }
     }
 }
@@ -207,28 +186,7 @@ pub struct SinkSettings {
 #[non_exhaustive]
 pub struct StdoutSettings {
     /// `json` (default) or `pretty`.
-    pub format: FormatSetting,
-}
-
-/// The stdout format's configuration form; see [`StdoutFormat`].
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
-#[serde(try_from = "String")]
-#[non_exhaustive]
-pub enum FormatSetting {
-    /// JSON lines.
-    #[default]
-    Json,
-    /// The human format.
-    Pretty,
-}
-
-impl From<FormatSetting> for StdoutFormat {
-    fn from(f: FormatSetting) -> Self {
-        match f {
-            FormatSetting::Json => StdoutFormat::Json,
-            FormatSetting::Pretty => StdoutFormat::Pretty,
-        }
-    }
+    pub format: StdoutFormat,
 }
 
 /// `[sinks.file]`
@@ -243,7 +201,7 @@ pub struct FileSettings {
     pub max_bytes: Option<u64>,
     /// `never` (default), `hourly` or `daily`.
     #[serde(default)]
-    pub rotation: RotationSetting,
+    pub rotation: Rotation,
     /// Rotated files kept (default 7).
     #[serde(default = "default_keep")]
     pub keep: usize,
@@ -253,37 +211,13 @@ fn default_keep() -> usize {
     7
 }
 
-/// The rotation's configuration form; see [`Rotation`].
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
-#[serde(try_from = "String")]
-#[non_exhaustive]
-pub enum RotationSetting {
-    /// Size only.
-    #[default]
-    Never,
-    /// Every hour.
-    Hourly,
-    /// Every day.
-    Daily,
-}
-
-impl From<RotationSetting> for Rotation {
-    fn from(r: RotationSetting) -> Self {
-        match r {
-            RotationSetting::Never => Rotation::Never,
-            RotationSetting::Hourly => Rotation::Hourly,
-            RotationSetting::Daily => Rotation::Daily,
-        }
-    }
-}
-
 impl Settings {
     /// Parses settings from TOML text (no environment overrides).
     pub fn from_toml_str(toml: &str) -> Result<Self, ConfigError> {
         let cfg = config::Config::builder()
             .add_source(config::File::from_str(toml, config::FileFormat::Toml))
             .build()
-            .map_err(ConfigError::from_config)?;
+            .map_err(from_config)?;
         Self::finish(cfg)
     }
 
@@ -305,158 +239,132 @@ impl Settings {
                 .separator("__")
                 .try_parsing(true),
         );
-        let cfg = b.build().map_err(ConfigError::from_config)?;
+        let cfg = b.build().map_err(from_config)?;
         Self::finish(cfg)
     }
 
     fn finish(cfg: config::Config) -> Result<Self, ConfigError> {
-        let s: Settings = cfg.try_deserialize().map_err(ConfigError::from_config)?;
-        parse_filter(&s.level).map_err(|reason| ConfigError {
-            key: Some("level".to_owned()),
-            message: format!(
-                "invalid level filter {:?}: {reason}; expected a level (`trace`, `debug`, `info`, `warn`, `error`, `off`) or directives like `info,my_crate=debug`",
-                s.level
-            ),
+        let s: Settings = cfg.try_deserialize().map_err(from_config)?;
+        filter::check(&s.level).map_err(|reason| {
+            ConfigError::at(
+                "level",
+                format!(
+                    "invalid filter directives {:?}: {reason}; {FILTER_HINT}",
+                    s.level
+                ),
+            )
         })?;
         if s.queue.capacity == 0 {
-            return Err(ConfigError {
-                key: Some("queue.capacity".to_owned()),
-                message: "must be at least 1".to_owned(),
-            });
+            return Err(ConfigError::at("queue.capacity", "must be at least 1"));
         }
         if s.batch.size == 0 {
-            return Err(ConfigError {
-                key: Some("batch.size".to_owned()),
-                message: "must be at least 1".to_owned(),
-            });
+            return Err(ConfigError::at("batch.size", "must be at least 1"));
         }
         Ok(s)
     }
 }
 
-/// A setting that could not be read: which key, and what was expected.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    key: Option<String>,
-    message: String,
-}
-
-impl ConfigError {
-    /// The dotted key at fault (`queue.capacity`), when known.
-    pub fn key(&self) -> Option<&str> {
-        self.key.as_deref()
-    }
-
-    fn from_config(e: config::ConfigError) -> Self {
-        let mut key = None;
-        let mut inner = e;
-        loop {
-            match inner {
-                config::ConfigError::At { error, key: k, .. } => {
-                    if key.is_none() {
-                        key = k;
-                    }
-                    inner = *error;
+/// Turns the `config` crate's error into ours, naming the full key.
+fn from_config(e: config::ConfigError) -> ConfigError {
+    let mut key = None;
+    let mut inner = e;
+    loop {
+        match inner {
+            config::ConfigError::At { error, key: k, .. } => {
+                if key.is_none() {
+                    key = k;
                 }
-                config::ConfigError::Type {
-                    key: Some(ref k), ..
-                } if key.is_none() => {
-                    key = Some(k.clone());
-                    break;
-                }
-                _ => break,
+                inner = *error;
             }
-        }
-        let mut message = inner.to_string();
-        // serde's "unknown field" names only the last segment; say where.
-        if let Some(rest) = message.strip_prefix("unknown field ") {
-            let field = rest.split('`').nth(1).unwrap_or("").to_owned();
-            let full = match &key {
-                Some(k) if !k.is_empty() => format!("{k}.{field}"),
-                _ => field.clone(),
-            };
-            message = format!(
-                "unknown key `{full}`: {}",
-                rest.replacen(&format!("`{field}`, "), "", 1)
-            );
-            key = Some(full);
-        }
-        ConfigError { key, message }
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.key {
-            Some(k) if !self.message.contains(&format!("`{k}`")) => {
-                write!(f, "invalid configuration at `{k}`: {}", self.message)
+            config::ConfigError::Type {
+                key: Some(ref k), ..
+            } if key.is_none() => {
+                key = Some(k.clone());
+                break;
             }
-            _ => write!(f, "invalid configuration: {}", self.message),
+            _ => break,
         }
     }
-}
-
-impl std::error::Error for ConfigError {}
-
-/// Parses a level filter strictly: every directive without `=` must be a
-/// level (tracing-subscriber's `Targets` would take `verbose` as a target).
-pub(crate) fn parse_filter(s: &str) -> Result<Targets, String> {
-    for directive in s.split(',').map(str::trim).filter(|d| !d.is_empty()) {
-        let level = match directive.split_once('=') {
-            Some((target, level)) => {
-                if target.trim().is_empty() {
-                    return Err(format!("directive {directive:?} has no target before `=`"));
-                }
-                level
-            }
-            None => directive,
+    let mut message = inner.to_string();
+    // serde's "unknown field" names only the last segment; say where.
+    if let Some(rest) = message.strip_prefix("unknown field ") {
+        let field = rest.split('`').nth(1).unwrap_or("").to_owned();
+        let full = match &key {
+            Some(k) if !k.is_empty() => format!("{k}.{field}"),
+            _ => field.clone(),
         };
-        level
-            .trim()
-            .parse::<LevelFilter>()
-            .map_err(|_| format!("{:?} is not a level", level.trim()))?;
+        message = format!(
+            "unknown key `{full}`: {}",
+            rest.replacen(&format!("`{field}`, "), "", 1)
+        );
+        key = Some(full);
     }
-    s.parse::<Targets>().map_err(|e| e.to_string())
+    // The `config` crate's enum error does not list the accepted values.
+    if let Some(rest) = message.strip_prefix("enum ")
+        && let Some((name, value)) = rest.split_once(" does not have variant constructor ")
+        && let Some((_, accepted)) = CHOICES.iter().find(|(n, _)| *n == name)
+    {
+        let accepted: Vec<String> = accepted.iter().map(|a| format!("`{a}`")).collect();
+        message = format!(
+            "unknown value `{value}`, expected one of {}",
+            accepted.join(", ")
+        );
+    }
+    ConfigError::new(key, message)
 }
 
-impl TryFrom<String> for OverflowSetting {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        match s.as_str() {
-            "block" => Ok(OverflowSetting::Block),
-            "drop_newest" => Ok(OverflowSetting::DropNewest),
-            "drop_oldest" => Ok(OverflowSetting::DropOldest),
-            other => Err(format!(
-                "unknown value `{other}`, expected one of `block`, `drop_newest`, `drop_oldest`"
-            )),
-        }
-    }
-}
+/// The accepted values of each choice setting, for error messages (a test
+/// checks them against the types' own `Deserialize`).
+const CHOICES: &[(&str, &[&str])] = &[
+    ("Overflow", &["block", "drop_newest", "drop_oldest"]),
+    ("StdoutFormat", &["json", "pretty"]),
+    ("Rotation", &["never", "hourly", "daily"]),
+];
 
-impl TryFrom<String> for FormatSetting {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        match s.as_str() {
-            "json" => Ok(FormatSetting::Json),
-            "pretty" => Ok(FormatSetting::Pretty),
-            other => Err(format!(
-                "unknown value `{other}`, expected one of `json`, `pretty`"
-            )),
+impl Builder {
+    /// Applies settings read from a file or the environment; sinks in the
+    /// settings are added to those already configured.
+    #[must_use]
+    pub fn settings(mut self, s: &Settings) -> Self {
+        self = self
+            .filter(s.level.clone())
+            .queue_capacity(s.queue.capacity)
+            .overflow(s.queue.overflow)
+            .block_timeout(s.queue.block_timeout)
+            .batch_size(s.batch.size)
+            .linger(s.batch.linger)
+            .shutdown_timeout(s.shutdown.timeout)
+            .drop_timeout(s.shutdown.drop_timeout)
+            .drop_report_interval(s.shutdown.drop_report_interval);
+        for (k, v) in [
+            ("service", &s.service),
+            ("version", &s.version),
+            ("environment", &s.environment),
+        ] {
+            if let Some(v) = v {
+                self = self.static_field(k, v.clone());
+            }
         }
-    }
-}
-
-impl TryFrom<String> for RotationSetting {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        match s.as_str() {
-            "never" => Ok(RotationSetting::Never),
-            "hourly" => Ok(RotationSetting::Hourly),
-            "daily" => Ok(RotationSetting::Daily),
-            other => Err(format!(
-                "unknown value `{other}`, expected one of `never`, `hourly`, `daily`"
-            )),
+        for (k, v) in &s.static_fields {
+            self = self.static_field(k.clone(), v.clone());
         }
+        if s.hostname {
+            self = self.with_hostname();
+        }
+        if s.pid {
+            self = self.with_pid();
+        }
+        if let Some(out) = &s.sinks.stdout {
+            self = self.sink(StdoutSink::new(out.format));
+        }
+        if let Some(f) = &s.sinks.file {
+            let mut b = FileSink::builder(&f.path).rotation(f.rotation).keep(f.keep);
+            if let Some(max) = f.max_bytes {
+                b = b.max_bytes(max);
+            }
+            self = self.file(b);
+        }
+        self
     }
 }
 
@@ -465,12 +373,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn filter_accepts_levels_and_directives() {
-        assert!(parse_filter("info").is_ok());
-        assert!(parse_filter("warn,my_crate=debug,other::m=off").is_ok());
-        assert!(parse_filter("verbose").is_err());
-        assert!(parse_filter("my_crate=loud").is_err());
-        assert!(parse_filter("=info").is_err());
+    fn choice_lists_match_the_types() {
+        for (name, accepted) in CHOICES {
+            for value in *accepted {
+                let toml = match *name {
+                    "Overflow" => format!("[queue]\noverflow = \"{value}\""),
+                    "StdoutFormat" => format!("[sinks.stdout]\nformat = \"{value}\""),
+                    _ => format!("[sinks.file]\npath = \"x\"\nrotation = \"{value}\""),
+                };
+                assert!(Settings::from_toml_str(&toml).is_ok(), "{toml}");
+            }
+        }
     }
 
     #[test]

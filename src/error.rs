@@ -1,8 +1,7 @@
-//! Errors returned when setting the pipeline up.
+//! Errors returned when setting the pipeline up. A leaf: it depends on
+//! nothing else of the crate, so every module can return these.
 
 use std::fmt;
-
-use crate::config::ConfigError;
 
 /// Why [`Builder::init`](crate::Builder::init) or
 /// [`Builder::build`](crate::Builder::build) failed. Nothing is left
@@ -14,6 +13,7 @@ pub struct InitError {
 #[derive(Debug)]
 enum Kind {
     Filter {
+        origin: &'static str,
         filter: String,
         reason: String,
     },
@@ -37,9 +37,12 @@ enum Kind {
 }
 
 impl InitError {
-    pub(crate) fn filter(filter: &str, reason: impl fmt::Display) -> Self {
+    /// Bad filter directives; `origin` says where they came from
+    /// (`filter(…)`, `RUST_LOG`).
+    pub(crate) fn filter(origin: &'static str, filter: &str, reason: impl fmt::Display) -> Self {
         InitError {
             kind: Kind::Filter {
+                origin,
                 filter: filter.to_owned(),
                 reason: reason.to_string(),
             },
@@ -111,9 +114,13 @@ impl From<ConfigError> for InitError {
 impl fmt::Display for InitError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
-            Kind::Filter { filter, reason } => write!(
+            Kind::Filter {
+                origin,
+                filter,
+                reason,
+            } => write!(
                 f,
-                "invalid level filter {filter:?}: {reason}; expected a level (`trace`, `debug`, `info`, `warn`, `error`, `off`) or directives like `info,my_crate=debug`"
+                "invalid filter directives {filter:?} in {origin}: {reason}; {FILTER_HINT}"
             ),
             Kind::GlobalSubscriber(r) => write!(
                 f,
@@ -154,3 +161,63 @@ impl std::error::Error for InitError {
         }
     }
 }
+
+/// What a filter looks like, for error messages.
+pub(crate) const FILTER_HINT: &str = "expected a level (`trace`, `debug`, `info`, `warn`, `error`, `off`) or directives like `info,my_crate=debug`";
+
+/// A setting that could not be used: which one, and what was expected.
+///
+/// Returned by [`Settings`](crate::Settings) for a bad file or environment
+/// variable (the key is dotted: `queue.capacity`), and by the builders of
+/// the lookup sources for a bad setting (`query`, `url`, `header`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    key: Option<String>,
+    message: String,
+}
+
+impl ConfigError {
+    pub(crate) fn new(key: Option<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            key,
+            message: message.into(),
+        }
+    }
+
+    /// An error whose message names the setting itself.
+    #[cfg_attr(
+        not(any(feature = "_sql", feature = "http", feature = "redis")),
+        allow(dead_code)
+    )]
+    pub(crate) fn msg(message: impl Into<String>) -> Self {
+        Self::new(None, message)
+    }
+
+    /// An error about one setting.
+    pub(crate) fn at(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::new(Some(key.into()), message)
+    }
+
+    /// The setting at fault (`queue.capacity`, `query`), when known.
+    pub fn key(&self) -> Option<&str> {
+        self.key.as_deref()
+    }
+
+    /// What is wrong and what was expected, without the key.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.key {
+            Some(k) if !self.message.contains(&format!("`{k}`")) => {
+                write!(f, "invalid configuration at `{k}`: {}", self.message)
+            }
+            _ => write!(f, "invalid configuration: {}", self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}

@@ -9,7 +9,7 @@
 //! ```
 //! # fn main() -> Result<(), fapilog::InitError> {
 //! let guard = fapilog::builder()
-//!     .level("info")
+//!     .filter("info")
 //!     .service("checkout")
 //!     .with_hostname()
 //!     .enricher(|e: &mut fapilog::Event| e.insert("region", "eu-west-1"))
@@ -77,29 +77,30 @@
     unreachable_pub
 )]
 
+mod capture;
 pub mod config;
 pub mod enrich;
 mod error;
 mod event;
-mod layer;
-pub mod metrics;
+pub mod lookup;
+pub mod observe;
 mod pipeline;
-mod redact;
 pub mod resilience;
 pub mod sink;
-mod stats;
+pub mod sources;
 
-pub use config::{ConfigError, Settings};
-pub use enrich::Enricher;
-pub use error::InitError;
+pub use capture::{FapilogLayer, Overflow};
+pub use config::Settings;
+pub use enrich::{AsyncEnricher, Enricher};
+pub use error::{ConfigError, InitError};
 pub use event::{Event, FieldName, RESERVED_KEYS, SpanRecord, Value};
-pub use layer::FapilogLayer;
-pub use pipeline::{Builder, Guard, Overflow};
+pub use observe::{ShutdownReport, SinkStats, Stats};
+pub use pipeline::{Builder, Guard};
 pub use sink::{Sink, SinkError};
-pub use stats::{ShutdownReport, SinkStats, Stats};
 
 /// Starts configuring a pipeline; see [`Builder`] for every setting and its
 /// default.
+#[must_use]
 pub fn builder() -> Builder {
     Builder::default()
 }

@@ -7,7 +7,8 @@ mod support;
 
 use std::time::Duration;
 
-use fapilog::enrich::{EnricherOptions, LookupEnricher};
+use fapilog::enrich::EnricherOptions;
+use fapilog::lookup::LookupEnricher;
 use fapilog::resilience::{BreakerConfig, BreakerState, FailurePolicy};
 use futures_util::future::join_all;
 use serde_json::json;
@@ -35,20 +36,20 @@ async fn lookup_breaker_goes_closed_open_half_open_closed_with_exact_short_circu
 
     // Closed: key 1 is fetched and cached.
     h.run_keys(&enricher, "user_id", &[1]).await;
-    assert_eq!(h.breaker.state(), BreakerState::Closed);
+    assert_eq!(h.breaker_state(), BreakerState::Closed);
 
     // Three failed fetches open the breaker.
     lookup.behave(Behaviour::Fail);
     for i in 0..3 {
         assert_eq!(
-            h.breaker.state(),
+            h.breaker_state(),
             BreakerState::Closed,
             "before failure {i}"
         );
         let p = h.run_keys(&enricher, "user_id", &[2]).await;
         assert_eq!(p[0].error(), Some(BACKEND_DOWN));
     }
-    assert_eq!(h.breaker.state(), BreakerState::Open);
+    assert_eq!(h.breaker_state(), BreakerState::Open);
     assert_eq!(lookup.fetches(), 4);
 
     // Open: calls are refused without reaching the lookup.
@@ -58,8 +59,8 @@ async fn lookup_breaker_goes_closed_open_half_open_closed_with_exact_short_circu
         assert_eq!(p[0].fields().count(), 0);
     }
     assert_eq!(lookup.fetches(), 4, "no fetch while open");
-    assert_eq!(h.metrics.snapshot().short_circuits, 2);
-    assert_eq!(h.breaker.snapshot().short_circuited, 2);
+    assert_eq!(h.stats().short_circuits, 2);
+    assert_eq!(h.stats().short_circuits, 2);
 
     // Open, but a cached key is still served, and is no short-circuit.
     let p = h.run_keys(&enricher, "user_id", &[1]).await;
@@ -68,21 +69,21 @@ async fn lookup_breaker_goes_closed_open_half_open_closed_with_exact_short_circu
         Some(json!("cached before the outage"))
     );
     assert_eq!(p[0].error(), None);
-    assert_eq!(h.metrics.snapshot().short_circuits, 2);
+    assert_eq!(h.stats().short_circuits, 2);
 
     // Just before the recovery timeout it is still open.
     let_time_pass(RECOVERY - Duration::from_millis(1)).await;
     let p = h.run_keys(&enricher, "user_id", &[2]).await;
     assert_eq!(p[0].error(), Some("circuit_open"));
-    assert_eq!(h.metrics.snapshot().short_circuits, 3);
+    assert_eq!(h.stats().short_circuits, 3);
 
     // After it, half-open; the dependency is back; the probe closes it.
     let_time_pass(Duration::from_millis(1)).await;
-    assert_eq!(h.breaker.state(), BreakerState::HalfOpen);
+    assert_eq!(h.breaker_state(), BreakerState::HalfOpen);
     lookup.behave(Behaviour::Ok).set(2i64, "two");
     let p = h.run_keys(&enricher, "user_id", &[2]).await;
     assert_eq!(patch_field(&p[0], "user"), Some(json!("two")));
-    assert_eq!(h.breaker.state(), BreakerState::Closed);
+    assert_eq!(h.breaker_state(), BreakerState::Closed);
     assert_eq!(lookup.fetches(), 5);
 
     // Closed again: new keys are fetched normally.
@@ -91,12 +92,11 @@ async fn lookup_breaker_goes_closed_open_half_open_closed_with_exact_short_circu
     assert_eq!(patch_field(&p[0], "user"), Some(json!("three")));
     assert_eq!(lookup.fetches(), 6);
 
-    let s = h.metrics.snapshot();
+    let s = h.stats();
     assert_eq!(s.short_circuits, 3);
     assert_eq!(s.calls, 6, "only calls that reached the lookup");
     assert_eq!((s.successes, s.failures), (3, 3));
-    let b = h.breaker.snapshot();
-    assert_eq!((b.times_opened, b.short_circuited), (1, 3));
+    assert_eq!(s.breaker_opens, 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -109,14 +109,14 @@ async fn a_failed_probe_opens_the_breaker_again_for_a_full_recovery_timeout() {
     let h = Harness::with_breaker("user", breaker(1));
 
     h.run_keys(&enricher, "user_id", &[1]).await;
-    assert_eq!(h.breaker.state(), BreakerState::Open);
+    assert_eq!(h.breaker_state(), BreakerState::Open);
     let_time_pass(RECOVERY).await;
-    assert_eq!(h.breaker.state(), BreakerState::HalfOpen);
+    assert_eq!(h.breaker_state(), BreakerState::HalfOpen);
 
     // The probe fails: open again.
     let p = h.run_keys(&enricher, "user_id", &[1]).await;
     assert_eq!(p[0].error(), Some(BACKEND_DOWN));
-    assert_eq!(h.breaker.state(), BreakerState::Open);
+    assert_eq!(h.breaker_state(), BreakerState::Open);
     assert_eq!(lookup.fetches(), 2);
 
     // The recovery timeout starts anew from the failed probe.
@@ -127,8 +127,8 @@ async fn a_failed_probe_opens_the_breaker_again_for_a_full_recovery_timeout() {
     let_time_pass(Duration::from_millis(1)).await;
     let p = h.run_keys(&enricher, "user_id", &[1]).await;
     assert_eq!(patch_field(&p[0], "user"), Some(json!("one")));
-    assert_eq!(h.breaker.state(), BreakerState::Closed);
-    assert_eq!(h.breaker.snapshot().times_opened, 2);
+    assert_eq!(h.breaker_state(), BreakerState::Closed);
+    assert_eq!(h.stats().breaker_opens, 2);
 }
 
 #[tokio::test(start_paused = true)]
@@ -162,8 +162,8 @@ async fn half_open_lets_one_probe_through_and_refuses_the_rest() {
         .count();
     assert_eq!((served, refused), (1, 4));
     assert_eq!(lookup.fetches(), 2, "the first failure and the probe");
-    assert_eq!(h.metrics.snapshot().short_circuits, 4);
-    assert_eq!(h.breaker.state(), BreakerState::Closed);
+    assert_eq!(h.stats().short_circuits, 4);
+    assert_eq!(h.breaker_state(), BreakerState::Closed);
 }
 
 #[tokio::test(start_paused = true)]
@@ -183,7 +183,7 @@ async fn through_the_pipeline_an_open_breaker_skips_the_enricher_and_recovers() 
         let e = out.wait_for(n).await.pop().unwrap();
         assert_eq!(errors(&e), [("geo".into(), BACKEND_DOWN.into())]);
     }
-    let health = running.guard.health().await;
+    let health = running.guard.health();
     assert_eq!(health[0].breaker, BreakerState::Open);
 
     // Open: the enricher is not called; the event says why.
@@ -203,10 +203,7 @@ async fn through_the_pipeline_an_open_breaker_skips_the_enricher_and_recovers() 
     let e = out.wait_for(4).await.pop().unwrap();
     assert!(errors(&e).is_empty(), "{:?}", errors(&e));
     assert_eq!(inserted(&e, "country"), Some(json!("NZ")));
-    assert_eq!(
-        running.guard.health().await[0].breaker,
-        BreakerState::Closed
-    );
+    assert_eq!(running.guard.health()[0].breaker, BreakerState::Closed);
 
     tracing::info!("closed");
     let e = out.wait_for(5).await.pop().unwrap();

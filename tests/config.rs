@@ -5,7 +5,7 @@
 mod support;
 
 use fapilog::{ConfigError, Overflow, Settings};
-use support::{Collected, start};
+use support::{Collected, start_filtered};
 
 /// Parses `toml`, expecting an error at `key` that the message names.
 fn expect_error(toml: &str, key: &str) -> ConfigError {
@@ -113,7 +113,7 @@ fn environment_overrides_the_file() {
         ]);
         let s = Settings::load(Some(&path)).expect("valid file and environment");
         assert_eq!(s.queue.capacity, 77, "environment beats the file");
-        assert_eq!(Overflow::from(s.queue.overflow), Overflow::DropOldest);
+        assert_eq!(s.queue.overflow, Overflow::DropOldest);
         assert_eq!(s.queue.block_timeout, std::time::Duration::from_millis(250));
         assert_eq!(s.level, "warn");
         assert_eq!(s.service.as_deref(), Some("from-file"), "file value kept");
@@ -182,7 +182,7 @@ keep = 3
     assert_eq!(settings.batch.size, 7);
 
     let out = Collected::new();
-    let (dispatch, guard) = start(fapilog::builder().settings(&settings).sink(out.sink()));
+    let (dispatch, guard) = start_filtered(fapilog::builder().settings(&settings).sink(out.sink()));
     assert_eq!(guard.stats().queue_capacity, 321);
     tracing::dispatcher::with_default(&dispatch, || {
         tracing::info!(order_id = 7, "kept");

@@ -5,7 +5,7 @@
 
 mod support;
 
-use fapilog::enrich::{Key, LookupEnricher};
+use fapilog::lookup::{Key, LookupEnricher};
 use serde_json::json;
 use support::async_support::{Emitted, Running, TestLookup, errors, inserted, pipeline};
 

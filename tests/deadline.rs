@@ -11,7 +11,8 @@ mod support;
 
 use std::time::Duration;
 
-use fapilog::enrich::{EnricherOptions, LookupEnricher};
+use fapilog::enrich::EnricherOptions;
+use fapilog::lookup::LookupEnricher;
 use serde_json::json;
 use support::async_support::{
     Behaviour, Emitted, Running, TestEnricher, TestLookup, errors, inserted, pipeline,
@@ -235,7 +236,7 @@ async fn a_dependent_left_no_time_by_a_hanging_dependency_is_not_charged_for_it(
     errs.sort();
     assert_eq!(errs[1], ("upstream".into(), "timeout".into()));
 
-    let health = running.guard.health().await;
+    let health = running.guard.health();
     let stats = running.guard.stats();
     running.shutdown().await;
     assert_eq!(
@@ -245,7 +246,7 @@ async fn a_dependent_left_no_time_by_a_hanging_dependency_is_not_charged_for_it(
          (downstream stats: {:?})",
         stats.enrichers[1]
     );
-    assert_eq!(health[1].status, fapilog::enrich::HealthStatus::Up);
+    assert_eq!(health[1].status, fapilog::observe::HealthStatus::Up);
     assert_eq!(stats.enrichers[1].failures, 0);
 }
 
@@ -279,7 +280,7 @@ async fn a_dependency_that_hangs_past_the_deadline_still_opens_its_breaker() {
         assert_eq!(errors(&e), [("stuck".into(), "timeout".into())]);
     }
     let (e, took) = log_one_and_wait(&out, 3).await;
-    let health = running.guard.health().await;
+    let health = running.guard.health();
     running.shutdown().await;
     assert_eq!(
         health[0].breaker,

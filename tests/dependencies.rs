@@ -144,10 +144,7 @@ async fn same_level_results_are_applied_in_declared_order_whatever_finished_firs
 }
 
 fn build_error(builder: fapilog::Builder) -> String {
-    match builder
-        .sink(Emitted::new().sink())
-        .build::<tracing_subscriber::Registry>()
-    {
+    match builder.sink(Emitted::new().sink()).build() {
         Ok(_) => panic!("build succeeded"),
         Err(e) => e.to_string(),
     }
@@ -225,13 +222,7 @@ async fn health_and_stats_list_enrichers_in_declared_order() {
     .await;
 
     let declared = ["dependent", "source", "independent"];
-    let health: Vec<String> = running
-        .guard
-        .health()
-        .await
-        .into_iter()
-        .map(|h| h.name)
-        .collect();
+    let health: Vec<String> = running.guard.health().into_iter().map(|h| h.name).collect();
     let stats: Vec<String> = running
         .guard
         .stats()

@@ -1,17 +1,17 @@
 //! Enricher metrics count exactly what happened: calls, successes,
 //! failures, timeouts, short-circuits, cache hits / misses / negative hits,
 //! single-flight waits, fetches and their sizes, latency — in
-//! `EnricherMetrics::snapshot`, in `Guard::stats`, and through the
+//! `EnrichContext::stats`, in `Guard::stats`, and through the
 //! `metrics` facade (`fapilog_enricher_*`, labelled with the enricher).
 
 mod support;
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
-use fapilog::enrich::{EnricherOptions, LookupEnricher};
-use fapilog::metrics::{EnricherMetrics, EnricherStats};
+use fapilog::enrich::{EnrichContext, EnricherOptions};
+use fapilog::lookup::LookupEnricher;
+use fapilog::observe::EnricherStats;
 use fapilog::resilience::{BreakerConfig, FailurePolicy};
 use futures_util::future::join_all;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
@@ -48,7 +48,7 @@ async fn lookup_counters_match_what_happened() {
     lookup.behave(Behaviour::Ok).set(6i64, "six");
     join_all((0..3).map(|_| h.run_keys(&enricher, "user_id", &[6]))).await;
 
-    let s = h.metrics.snapshot();
+    let s = h.stats();
     assert_eq!(s.name, "user");
     assert_eq!(lookup.fetches(), 4);
     assert_eq!(
@@ -109,7 +109,7 @@ async fn a_short_circuited_fetch_is_not_counted_as_a_fetch() {
     let p = h.run_keys(&enricher, "user_id", &[2, 3]).await; // refused
     assert_eq!(p[0].error(), Some("circuit_open"));
 
-    let s = h.metrics.snapshot();
+    let s = h.stats();
     assert_eq!((s.calls, s.short_circuits), (1, 1));
     assert_eq!(lookup.fetches(), 1);
     assert_eq!(
@@ -276,19 +276,16 @@ fn metrics_of_different_enrichers_are_labelled_apart() {
     let recorder = DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
     let (a, b) = metrics::with_local_recorder(&recorder, || {
-        (
-            Arc::new(EnricherMetrics::new("a")),
-            Arc::new(EnricherMetrics::new("b")),
-        )
+        (EnrichContext::detached("a"), EnrichContext::detached("b"))
     });
-    a.count(fapilog::metrics::Counter::Call, 3);
-    b.count(fapilog::metrics::Counter::Call, 1);
-    a.record_fetch(7);
+    a.metrics().count(fapilog::observe::Counter::Call, 3);
+    b.metrics().count(fapilog::observe::Counter::Call, 1);
+    a.metrics().record_fetch(7);
 
     let f = facade(&snapshotter);
     assert_eq!(counter(&f, "fapilog_enricher_calls_total", "a"), 3);
     assert_eq!(counter(&f, "fapilog_enricher_calls_total", "b"), 1);
     assert_eq!(counter(&f, "fapilog_enricher_fetches_total", "a"), 1);
     assert_eq!(histogram(&f, "fapilog_enricher_batch_size", "a"), [7.0]);
-    assert_eq!((a.snapshot().calls, b.snapshot().calls), (3, 1));
+    assert_eq!((a.stats().calls, b.stats().calls), (3, 1));
 }

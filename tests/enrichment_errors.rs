@@ -7,7 +7,8 @@ mod support;
 use std::time::Duration;
 
 use fapilog::Event;
-use fapilog::enrich::{AsyncEnricher, EnrichContext, EnrichError, LookupEnricher, Patch};
+use fapilog::enrich::{AsyncEnricher, EnrichContext, EnrichError, Patch};
+use fapilog::lookup::LookupEnricher;
 use serde_json::json;
 use support::async_support::{
     BACKEND_DOWN, Behaviour, Emitted, Running, TestEnricher, TestLookup, errors, inserted, pipeline,

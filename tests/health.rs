@@ -7,7 +7,8 @@ mod support;
 
 use std::time::Duration;
 
-use fapilog::enrich::{EnricherOptions, HealthStatus};
+use fapilog::enrich::EnricherOptions;
+use fapilog::observe::HealthStatus;
 use fapilog::resilience::{BreakerConfig, BreakerState, FailurePolicy};
 use serde_json::json;
 use support::async_support::{
@@ -29,7 +30,7 @@ async fn a_failing_health_check_marks_it_down_until_a_check_passes() {
     )
     .await;
 
-    let h = running.guard.health().await;
+    let h = running.guard.health();
     assert_eq!(h.len(), 2);
     assert_eq!((h[0].name.as_str(), h[0].status), ("geo", HealthStatus::Up));
     assert_eq!(h[0].last_error, None);
@@ -38,9 +39,9 @@ async fn a_failing_health_check_marks_it_down_until_a_check_passes() {
     // The dependency stops answering pings: down after the next check.
     geo.lifecycle().set_healthy(false);
     let_time_pass(INTERVAL / 2).await;
-    assert_eq!(running.guard.health().await[0].status, HealthStatus::Up);
+    assert_eq!(running.guard.health()[0].status, HealthStatus::Up);
     let_time_pass(INTERVAL).await;
-    let h = running.guard.health().await;
+    let h = running.guard.health();
     assert_eq!(h[0].status, HealthStatus::Down);
     assert_eq!(h[0].last_error.as_deref(), Some("ping failed"));
     assert_eq!(h[1].status, HealthStatus::Up, "the other is unaffected");
@@ -49,7 +50,7 @@ async fn a_failing_health_check_marks_it_down_until_a_check_passes() {
     // It answers again: up after the next check, error cleared.
     geo.lifecycle().set_healthy(true);
     let_time_pass(INTERVAL).await;
-    let h = running.guard.health().await;
+    let h = running.guard.health();
     assert_eq!(h[0].status, HealthStatus::Up);
     assert_eq!(h[0].last_error, None);
     assert_eq!(geo.lifecycle().health_checks(), 2, "one failed, one passed");
@@ -87,7 +88,7 @@ async fn an_enricher_that_has_not_started_is_down_and_not_probed() {
     .await;
 
     let_time_pass(INTERVAL * 3).await;
-    let h = running.guard.health().await;
+    let h = running.guard.health();
     assert_eq!(h[0].status, HealthStatus::Down);
     assert!(h[0].last_error.is_some());
     assert_eq!(geo.lifecycle().health_checks(), 0);
@@ -118,12 +119,12 @@ async fn an_open_circuit_is_degraded_and_a_closed_one_up_again() {
         tracing::info!("failing");
         out.wait_for(n).await;
     }
-    let h = running.guard.health().await;
+    let h = running.guard.health();
     assert_eq!(h[0].status, HealthStatus::Degraded);
     assert_eq!(h[0].breaker, BreakerState::Open);
 
     let_time_pass(recovery).await;
-    let h = running.guard.health().await;
+    let h = running.guard.health();
     assert_eq!(h[0].status, HealthStatus::Degraded, "half-open is degraded");
     assert_eq!(h[0].breaker, BreakerState::HalfOpen);
 
@@ -132,7 +133,7 @@ async fn an_open_circuit_is_degraded_and_a_closed_one_up_again() {
     let e = out.wait_for(3).await.remove(2);
     assert_eq!(inserted(&e, "country"), Some(json!("NZ")));
     assert!(errors(&e).is_empty());
-    let h = running.guard.health().await;
+    let h = running.guard.health();
     assert_eq!(h[0].status, HealthStatus::Up);
     assert_eq!(h[0].breaker, BreakerState::Closed);
     running.shutdown().await;
@@ -158,13 +159,10 @@ async fn a_failing_check_with_an_open_circuit_is_down() {
     .await;
     tracing::info!("failing");
     out.wait_for(1).await;
-    assert_eq!(
-        running.guard.health().await[0].status,
-        HealthStatus::Degraded
-    );
+    assert_eq!(running.guard.health()[0].status, HealthStatus::Degraded);
 
     geo.lifecycle().set_healthy(false);
     let_time_pass(INTERVAL).await;
-    assert_eq!(running.guard.health().await[0].status, HealthStatus::Down);
+    assert_eq!(running.guard.health()[0].status, HealthStatus::Down);
     running.shutdown().await;
 }

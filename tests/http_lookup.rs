@@ -14,8 +14,10 @@ mod support;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use fapilog::enrich::{EnricherOptions, HttpLookup, Key, Lookup, LookupEnricher};
+use fapilog::enrich::EnricherOptions;
+use fapilog::lookup::{Key, Lookup, LookupEnricher};
 use fapilog::resilience::{BreakerConfig, BreakerState, FailurePolicy};
+use fapilog::sources::HttpLookup;
 use fapilog::{Event, Value};
 use http_support::{HUGE_BODY_BYTES, SLOW_ANSWER, TestApi, user};
 use serde_json::json;
@@ -94,12 +96,12 @@ impl Run {
         self.out.app_events().pop().unwrap()
     }
 
-    fn stats(&self) -> fapilog::metrics::EnricherStats {
+    fn stats(&self) -> fapilog::observe::EnricherStats {
         self.guard.stats().enrichers[0].clone()
     }
 
     async fn breaker(&self) -> BreakerState {
-        self.guard.health().await[0].breaker
+        self.guard.health()[0].breaker
     }
 
     /// Drains and stops the pipeline; returns every application event.

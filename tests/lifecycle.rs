@@ -8,7 +8,9 @@ mod support;
 
 use std::time::Duration;
 
-use fapilog::enrich::{EnricherOptions, HealthStatus, LookupEnricher};
+use fapilog::enrich::EnricherOptions;
+use fapilog::lookup::LookupEnricher;
+use fapilog::observe::HealthStatus;
 use serde_json::json;
 use support::async_support::{
     Emitted, Running, TestEnricher, TestLookup, errors, inserted, let_time_pass, pipeline,
@@ -31,7 +33,7 @@ async fn a_failed_start_up_is_retried_in_the_background_until_it_succeeds() {
     .await;
 
     // Started without it: down, with the start-up error.
-    let h = running.guard.health().await;
+    let h = running.guard.health();
     assert_eq!(h[0].name, "geo");
     assert_eq!(h[0].status, HealthStatus::Down);
     let last = h[0].last_error.clone().expect("a start-up error");
@@ -52,7 +54,7 @@ async fn a_failed_start_up_is_retried_in_the_background_until_it_succeeds() {
         4,
         "three failures, then success"
     );
-    let h = running.guard.health().await;
+    let h = running.guard.health();
     assert_eq!(h[0].status, HealthStatus::Up);
     assert_eq!(h[0].last_error, None);
 
@@ -85,7 +87,7 @@ async fn the_first_retry_waits_the_minimum_backoff() {
     // With a 1 s backoff (jitter adds less than 1 s), retried within 2 s.
     let_time_pass(Duration::from_millis(1100)).await;
     assert!(geo.lifecycle().startups() >= 2);
-    assert_eq!(running.guard.health().await[0].status, HealthStatus::Down);
+    assert_eq!(running.guard.health()[0].status, HealthStatus::Down);
     running.shutdown().await;
 }
 
@@ -122,7 +124,7 @@ fn a_required_enricher_fails_the_blocking_build_too() {
     let result = fapilog::builder()
         .sink(Emitted::new().sink())
         .async_enricher_with(db, EnricherOptions::new().required())
-        .build::<tracing_subscriber::Registry>();
+        .build();
     let Err(err) = result else {
         panic!("build succeeded");
     };
@@ -171,7 +173,7 @@ async fn an_optional_enricher_whose_start_up_hangs_does_not_hold_the_pipeline() 
     )
     .await;
 
-    let h = running.guard.health().await;
+    let h = running.guard.health();
     assert_eq!(h[0].status, HealthStatus::Down);
     let last = h[0].last_error.clone().unwrap_or_default();
     assert!(last.contains("start-up took longer than"), "{last}");
@@ -206,7 +208,7 @@ async fn start_ups_run_concurrently() {
     // One after the other they would take 9 s (and the second would not
     // fit the first's timeout); side by side, 3 s.
     assert_eq!(started.elapsed(), 3 * SEC);
-    let h = running.guard.health().await;
+    let h = running.guard.health();
     assert!(h.iter().all(|h| h.status == HealthStatus::Up), "{h:?}");
     running.shutdown().await;
 }
@@ -335,7 +337,7 @@ async fn a_panicking_start_up_is_a_failed_start_up_not_a_dead_pipeline() {
             .async_enricher(Panicky),
     )
     .await;
-    let h = running.guard.health().await;
+    let h = running.guard.health();
     assert_eq!(h[0].status, HealthStatus::Down);
     assert_eq!(h[0].last_error.as_deref(), Some("start-up panicked"));
     tracing::info!("still logging");

@@ -10,7 +10,7 @@ use support::Collected;
 fn log_records_are_captured_with_their_real_location() {
     let out = Collected::new();
     let guard = fapilog::builder()
-        .level("info")
+        .filter("info")
         .sink(out.sink())
         .init()
         .expect("first init succeeds");

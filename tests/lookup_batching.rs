@@ -7,7 +7,7 @@ mod support;
 use std::collections::HashSet;
 
 use fapilog::Event;
-use fapilog::enrich::{Key, LookupEnricher};
+use fapilog::lookup::{Key, LookupEnricher};
 use serde_json::{Value, json};
 use support::async_support::{
     Emitted, Harness, Running, TestLookup, errors, event_with, inserted, patch_field, pipeline,
@@ -64,7 +64,7 @@ async fn a_thousand_events_over_fifty_keys_take_ceil_50_over_max_batch_fetches()
         let k = i as i64 % KEYS;
         assert_eq!(patch_field(p, "user"), Some(user(k)), "event {i}");
     }
-    let s = h.metrics.snapshot();
+    let s = h.stats();
     assert_eq!(s.fetches, 4);
     assert_eq!(s.fetched_keys, 50);
     assert_eq!(s.batch_size_max, 16);

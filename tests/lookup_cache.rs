@@ -7,7 +7,7 @@ mod support;
 
 use std::time::Duration;
 
-use fapilog::enrich::{Key, LookupEnricher};
+use fapilog::lookup::{Key, LookupEnricher};
 use serde_json::json;
 use support::async_support::{Behaviour, Harness, TestLookup, let_time_pass, patch_field};
 
@@ -41,7 +41,7 @@ async fn a_value_is_served_from_cache_until_its_ttl_then_refetched() {
     assert_eq!(lookup.fetches(), 2, "refetched after the TTL");
     assert_eq!(lookup.key_sets()[1], vec![Key::from(7i64)]);
 
-    let s = h.metrics.snapshot();
+    let s = h.stats();
     assert_eq!((s.cache_hits, s.cache_misses), (1, 2));
 }
 
@@ -66,7 +66,7 @@ async fn not_found_is_cached_for_the_negative_ttl_only() {
     let p = h.run_keys(&enricher, "user_id", &[9]).await;
     assert_eq!(p[0].fields().count(), 0);
     assert_eq!(lookup.fetches(), 1, "negative hit within the negative TTL");
-    assert_eq!(h.metrics.snapshot().negative_hits, 1);
+    assert_eq!(h.stats().negative_hits, 1);
 
     // Past the negative TTL (far short of the value TTL) it is refetched.
     let_time_pass(2 * SEC).await;
@@ -87,7 +87,7 @@ async fn a_zero_negative_ttl_does_not_cache_not_found() {
     h.run_keys(&enricher, "user_id", &[1]).await;
     h.run_keys(&enricher, "user_id", &[1]).await;
     assert_eq!(lookup.fetches(), 2);
-    assert_eq!(h.metrics.snapshot().negative_hits, 0);
+    assert_eq!(h.stats().negative_hits, 0);
 }
 
 #[tokio::test(start_paused = true)]
@@ -130,14 +130,14 @@ async fn stale_on_error_serves_an_expired_value_for_up_to_max_stale() {
     assert_eq!(lookup.fetches(), 2, "an expired value is refreshed");
     assert_eq!(patch_field(&p[0], "user"), Some(json!("one")));
     assert_eq!(p[0].error(), None);
-    assert_eq!(h.metrics.snapshot().stale_served, 1);
+    assert_eq!(h.stats().stale_served, 1);
 
     // Past ttl + max_stale the value is gone: the failure shows.
     let_time_pass(30 * SEC).await;
     let p = h.run_keys(&enricher, "user_id", &[1]).await;
     assert_eq!(p[0].fields().count(), 0);
     assert_eq!(p[0].error(), Some("backend down"));
-    assert_eq!(h.metrics.snapshot().stale_served, 1);
+    assert_eq!(h.stats().stale_served, 1);
 }
 
 #[tokio::test(start_paused = true)]

@@ -18,8 +18,10 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use fapilog::enrich::{EnricherOptions, Key, Lookup, LookupEnricher, RedisLookup, ValueFormat};
+use fapilog::enrich::EnricherOptions;
+use fapilog::lookup::{Key, Lookup, LookupEnricher};
 use fapilog::resilience::{BreakerConfig, BreakerState, FailurePolicy};
+use fapilog::sources::{RedisLookup, ValueFormat};
 use fapilog::{Event, Guard, ShutdownReport, Value};
 use redis::aio::MultiplexedConnection;
 use redis_support::{Cleanup, PrivateRedis, command_calls, redis_url, shared, unique_prefix};
@@ -47,7 +49,7 @@ async fn run(builder: fapilog::Builder) -> Running {
     let (layer, guard) = builder
         .runtime(Handle::current())
         .sink(collected.sink())
-        .build_async::<tracing_subscriber::Registry>()
+        .build_async()
         .await
         .expect("pipeline starts");
     let subscriber = tracing::subscriber::set_default(tracing_subscriber::registry().with(layer));
@@ -87,7 +89,7 @@ impl Running {
     }
 
     async fn breaker(&self) -> BreakerState {
-        self.guard.health().await[0].breaker
+        self.guard.health()[0].breaker
     }
 }
 
@@ -109,7 +111,7 @@ async fn set(conn: &mut MultiplexedConnection, key: &str, value: &str) {
 }
 
 /// `{prefix}user:{key}`.
-fn lookup(url: &str, prefix: &str) -> fapilog::enrich::RedisLookupBuilder {
+fn lookup(url: &str, prefix: &str) -> fapilog::sources::RedisLookupBuilder {
     RedisLookup::builder(url).key_template(format!("{prefix}user:{{key}}"))
 }
 

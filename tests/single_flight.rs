@@ -3,17 +3,14 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use fapilog::Event;
-use fapilog::enrich::{AsyncEnricher, Key, LookupEnricher, Patch};
-use fapilog::metrics::EnricherMetrics;
-use fapilog::resilience::{BreakerConfig, CircuitBreaker};
+use fapilog::enrich::{AsyncEnricher, Patch};
+use fapilog::lookup::{Key, LookupEnricher};
 use futures_util::future::join_all;
 use serde_json::json;
 use support::async_support::{Behaviour, Harness, TestLookup, event_with, patch_field};
-use tokio::time::Instant;
 
 /// Runs `n` concurrent `enrich` calls on `enricher`, each with one event
 /// keyed `user_id = key`, and returns each call's patch.
@@ -44,19 +41,15 @@ async fn a_hundred_concurrent_misses_for_one_key_make_one_fetch() {
     let enricher = LookupEnricher::builder("user", lookup.clone())
         .key_field("user_id")
         .build();
-    let metrics = Arc::new(EnricherMetrics::new("x"));
-    let ctx = fapilog::enrich::EnrichContext::new(
-        metrics.clone(),
-        Arc::new(CircuitBreaker::new(BreakerConfig::default()).unwrap()),
-        Duration::from_secs(1),
-        Instant::now() + Duration::from_secs(5),
-    );
+    let ctx = fapilog::enrich::EnrichContext::detached("x")
+        .with_call_timeout(Duration::from_secs(1))
+        .with_budget(Duration::from_secs(5));
 
     let patches = concurrent_calls(&enricher, &ctx, 100, 7).await;
 
     assert_eq!(lookup.fetches(), 1, "one fetch for 100 concurrent misses");
     assert_eq!(lookup.key_sets(), vec![vec![Key::from(7i64)]]);
-    let s = metrics.snapshot();
+    let s = ctx.stats();
     assert_eq!(s.singleflight_waits, 99);
     assert_eq!(s.cache_misses, 100);
     assert_eq!(s.fetches, 1);
@@ -74,7 +67,7 @@ async fn a_hundred_concurrent_misses_for_one_key_make_one_fetch() {
     let later = concurrent_calls(&enricher, &ctx, 1, 7).await;
     assert_eq!(patch_field(&later[0], "user"), Some(json!({"plan": "pro"})));
     assert_eq!(lookup.fetches(), 1);
-    assert_eq!(metrics.snapshot().cache_hits, 1);
+    assert_eq!(ctx.stats().cache_hits, 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -96,7 +89,7 @@ async fn waiters_share_the_leaders_failure_and_nothing_is_cached() {
         assert_eq!(p.error(), Some("backend down"));
         assert_eq!(p.fields().count(), 0);
     }
-    assert_eq!(h.metrics.snapshot().singleflight_waits, 19);
+    assert_eq!(h.stats().singleflight_waits, 19);
 
     // The failure was not cached and the key is no longer in flight.
     lookup.behave(Behaviour::Ok);

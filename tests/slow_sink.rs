@@ -83,7 +83,7 @@ async fn enrichment_keeps_going_while_a_slow_sink_writes() {
     // Each event reaches both sinks; wait for the slow one's copies too.
     let events = out.wait_for(8).await;
     let stats = running.guard.stats();
-    let health = running.guard.health().await;
+    let health = running.guard.health();
     running.shutdown().await;
     for e in &events {
         assert!(errors(e).is_empty(), "{:?}", errors(e));

@@ -9,7 +9,9 @@ mod support;
 
 use std::time::Duration;
 
-use fapilog::enrich::{EnricherOptions, LookupEnricher, SqlLookup};
+use fapilog::enrich::EnricherOptions;
+use fapilog::lookup::LookupEnricher;
+use fapilog::sources::SqlLookup;
 use sqlx::Executor;
 use support::Collected;
 
@@ -34,7 +36,7 @@ async fn lookup_queries_do_not_feed_back_into_the_stream() {
         .unwrap();
     let out = Collected::new();
     let guard = fapilog::builder()
-        .level("trace")
+        .filter("trace")
         .linger(Duration::ZERO)
         .async_enricher_with(
             LookupEnricher::builder("user", lookup)

@@ -13,8 +13,10 @@ mod support;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use fapilog::enrich::{EnricherOptions, LookupEnricher, PoolSettings, SqlLookup};
+use fapilog::enrich::EnricherOptions;
+use fapilog::lookup::LookupEnricher;
 use fapilog::resilience::{BreakerConfig, FailurePolicy};
+use fapilog::sources::{PoolSettings, SqlLookup};
 use fapilog::{Event, Value};
 use serde_json::json;
 use sqlx::Executor;
@@ -668,8 +670,8 @@ async fn postgres_outage_degrades_then_recovers_without_restart() {
     }
     assert!(
         support::wait_until(|| {
-            let h = futures_util::FutureExt::now_or_never(guard.health()).unwrap();
-            h[0].status == fapilog::enrich::HealthStatus::Up
+            let h = guard.health();
+            h[0].status == fapilog::observe::HealthStatus::Up
         }),
         "health returned to up"
     );

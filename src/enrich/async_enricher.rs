@@ -10,17 +10,12 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
-use std::panic::AssertUnwindSafe;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
-use futures_util::FutureExt;
-use tokio::time::Instant;
+use futures_util::future::BoxFuture;
 
+use super::EnrichContext;
 use crate::event::{Event, FieldName, Value};
-use crate::metrics::{Counter, EnricherMetrics};
-use crate::resilience::breaker::CircuitBreaker;
 
 /// An enricher that does I/O. Only [`name`](AsyncEnricher::name) and
 /// [`enrich`](AsyncEnricher::enrich) are required; the lifecycle methods
@@ -82,7 +77,7 @@ pub trait AsyncEnricher: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), EnrichError>> + Send;
 
     /// `true` when the enricher guards its external calls itself with
-    /// [`EnrichContext::call`] (as [`LookupEnricher`](crate::enrich::LookupEnricher)
+    /// [`EnrichContext::call`] (as [`LookupEnricher`](crate::lookup::LookupEnricher)
     /// does, so cache hits are still served while the circuit is open).
     /// Otherwise the pipeline guards each whole `enrich` call with the
     /// enricher's circuit breaker and call timeout.
@@ -90,6 +85,41 @@ pub trait AsyncEnricher: Send + Sync + 'static {
         false
     }
 }
+
+macro_rules! forward_async_enricher {
+    ($($ty:ident),*) => {$(
+        /// Hand the pipeline a shared or boxed enricher and keep a handle
+        /// to it (a [`LookupEnricher`](crate::lookup::LookupEnricher)'s
+        /// cache, say).
+        impl<E: AsyncEnricher + ?Sized> AsyncEnricher for $ty<E> {
+            fn name(&self) -> &str {
+                (**self).name()
+            }
+            fn startup(&self) -> impl Future<Output = Result<(), EnrichError>> + Send {
+                (**self).startup()
+            }
+            fn shutdown(&self) -> impl Future<Output = Result<(), EnrichError>> + Send {
+                (**self).shutdown()
+            }
+            fn health_check(&self) -> impl Future<Output = Result<(), EnrichError>> + Send {
+                (**self).health_check()
+            }
+            fn enrich(
+                &self,
+                events: &[Event],
+                out: &mut [Patch],
+                ctx: &EnrichContext,
+            ) -> impl Future<Output = Result<(), EnrichError>> + Send {
+                (**self).enrich(events, out, ctx)
+            }
+            fn guards_own_calls(&self) -> bool {
+                (**self).guards_own_calls()
+            }
+        }
+    )*};
+}
+
+forward_async_enricher!(Arc, Box);
 
 /// What one async enricher adds to one event.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -209,112 +239,6 @@ impl fmt::Display for CallError {
 }
 
 impl std::error::Error for CallError {}
-
-/// What the pipeline hands an async enricher with each batch: its metrics,
-/// its circuit breaker, its call timeout and the batch's deadline.
-#[derive(Debug, Clone)]
-pub struct EnrichContext {
-    pub(crate) metrics: Arc<EnricherMetrics>,
-    pub(crate) breaker: Arc<CircuitBreaker>,
-    pub(crate) call_timeout: Duration,
-    pub(crate) deadline: Instant,
-    /// The whole batch's time for async enrichment.
-    pub(crate) budget: Duration,
-}
-
-impl EnrichContext {
-    /// A context for testing an enricher outside a pipeline.
-    pub fn new(
-        metrics: Arc<EnricherMetrics>,
-        breaker: Arc<CircuitBreaker>,
-        call_timeout: Duration,
-        deadline: Instant,
-    ) -> Self {
-        EnrichContext {
-            metrics,
-            breaker,
-            call_timeout,
-            deadline,
-            budget: deadline.saturating_duration_since(Instant::now()),
-        }
-    }
-
-    /// The enricher's counters.
-    pub fn metrics(&self) -> &EnricherMetrics {
-        &self.metrics
-    }
-
-    /// The enricher's circuit breaker.
-    pub fn breaker(&self) -> &CircuitBreaker {
-        &self.breaker
-    }
-
-    /// When this batch's enrichment must be done.
-    pub fn deadline(&self) -> Instant {
-        self.deadline
-    }
-
-    /// Runs one external call under the circuit breaker, the call timeout
-    /// (capped by the batch deadline) and the metrics: an open circuit
-    /// returns at once without calling; a failure, a call timeout or a
-    /// panic counts against the breaker. A call cut off by the batch
-    /// deadline after earlier enrichers had used more than half of the
-    /// batch's time is a `Timeout` for the events but is not held against
-    /// the breaker.
-    pub async fn call<T, F>(&self, fut: F) -> Result<T, CallError>
-    where
-        F: Future<Output = Result<T, EnrichError>> + Send,
-    {
-        let Ok(permit) = self.breaker.try_acquire() else {
-            self.metrics.count(Counter::ShortCircuit, 1);
-            return Err(CallError::CircuitOpen);
-        };
-        self.metrics.count(Counter::Call, 1);
-        let started = Instant::now();
-        let own_limit = crate::pipeline::after(started, self.call_timeout);
-        // The batch deadline may leave less time than the call timeout. A
-        // call that had at least half the batch's budget and still did not
-        // answer is the dependency failing; one squeezed by earlier
-        // enrichers into less than that is not held against it.
-        let squeezed = self.deadline.saturating_duration_since(started) < self.budget / 2;
-        let cut_by_deadline = self.deadline < own_limit && squeezed;
-        let deadline = self.deadline.min(own_limit);
-        let fut: Pin<Box<dyn Future<Output = _> + Send + '_>> =
-            Box::pin(AssertUnwindSafe(fut).catch_unwind());
-        let result = tokio::time::timeout_at(deadline, fut).await;
-        self.metrics.record_latency(started.elapsed());
-        match result {
-            Ok(Ok(Ok(v))) => {
-                permit.success();
-                self.metrics.count(Counter::Success, 1);
-                Ok(v)
-            }
-            Ok(Ok(Err(e))) => {
-                permit.failure();
-                self.metrics.count(Counter::Failure, 1);
-                Err(CallError::Failed(e))
-            }
-            Ok(Err(_panic)) => {
-                permit.failure();
-                self.metrics.count(Counter::Failure, 1);
-                Err(CallError::Failed(EnrichError::msg("panicked")))
-            }
-            Err(_elapsed) if cut_by_deadline => {
-                permit.abandon();
-                self.metrics.count(Counter::Timeout, 1);
-                Err(CallError::Timeout)
-            }
-            Err(_elapsed) => {
-                permit.failure();
-                self.metrics.count(Counter::Failure, 1);
-                self.metrics.count(Counter::Timeout, 1);
-                Err(CallError::Timeout)
-            }
-        }
-    }
-}
-
-type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Object-safe form of [`AsyncEnricher`].
 pub(crate) trait DynAsyncEnricher: Send + Sync {

@@ -1,43 +1,39 @@
 //! Enrichers add context to events on the worker, never on the caller.
 //!
 //! [`AsyncEnricher`]s do I/O (databases, HTTP APIs, Redis) with a lifecycle,
-//! timeouts, a circuit breaker and metrics; see their module docs.
+//! timeouts, a circuit breaker and metrics; most are key lookups, built
+//! with [`LookupEnricher`](crate::lookup::LookupEnricher) over a
+//! [`Lookup`](crate::lookup::Lookup) from [`sources`](crate::sources).
 //! [`Enricher`]s are synchronous and cheap (a hostname, a process id, fields
 //! computed from the event itself). They run in the order they were added.
 //! An enricher that panics does not lose the event: the event is written as
 //! it stands and the panic is counted in [`Stats::enricher_panics`](crate::Stats).
 
-use crate::event::{Event, FieldName, Value};
+use std::sync::Arc;
+
+use crate::event::Event;
 
 mod async_enricher;
-#[cfg(feature = "http")]
-mod http;
-pub(crate) mod lifecycle;
-mod lookup;
-#[cfg(feature = "redis")]
-mod redis;
-#[cfg(feature = "_sql")]
-mod sql;
-pub(crate) mod stage;
+mod builtin;
+mod context;
+mod options;
+pub(crate) mod redact;
 
-#[cfg(feature = "redis")]
-pub use self::redis::{RedisConfigError, RedisLookup, RedisLookupBuilder, ValueFormat};
-pub use async_enricher::{AsyncEnricher, CallError, EnrichContext, EnrichError, Patch};
-#[cfg(feature = "http")]
-pub use http::{HttpConfigError, HttpLookup, HttpLookupBuilder};
-pub use lifecycle::{EnricherHealth, EnricherOptions, HealthStatus};
-pub use lookup::{Found, Key, Lookup, LookupEnricher, LookupEnricherBuilder};
-#[cfg(feature = "_sql")]
-pub use sql::{PoolSettings, SqlConfigError, SqlLookup, SqlLookupBuilder};
+pub(crate) use async_enricher::DynAsyncEnricher;
+pub use async_enricher::{AsyncEnricher, CallError, EnrichError, Patch};
+pub use builtin::{Hostname, Pid, StaticFields};
+pub use context::EnrichContext;
+pub use options::EnricherOptions;
 
-/// A synchronous enricher. Closures `Fn(&mut Event)` are enrichers too:
+/// A synchronous enricher. Closures `Fn(&mut Event)` are enrichers too, and
+/// so are `Arc<E>` and `Box<dyn Enricher>`:
 ///
 /// ```
 /// # fn main() -> Result<(), fapilog::InitError> {
 /// let guard = fapilog::builder()
 ///     .enricher(|e: &mut fapilog::Event| e.insert("region", "eu-west-1"))
 ///     .sink(fapilog::sink::StdoutSink::json())
-///     .build::<tracing_subscriber::Registry>()?;
+///     .build()?;
 /// # drop(guard); Ok(()) }
 /// ```
 pub trait Enricher: Send + Sync + 'static {
@@ -63,121 +59,26 @@ where
     }
 }
 
-/// Adds the same fields to every event: service name, version, environment,
-/// or anything else known at start-up.
-#[derive(Debug, Clone, Default)]
-pub struct StaticFields {
-    fields: Vec<(FieldName, Value)>,
-}
-
-impl StaticFields {
-    /// No fields yet.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Adds one field.
-    pub fn field(mut self, name: impl Into<FieldName>, value: impl Into<Value>) -> Self {
-        self.fields.push((name.into(), value.into()));
-        self
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.fields.is_empty()
-    }
-}
-
-impl Enricher for StaticFields {
+/// Share an enricher with the code that built it.
+impl<E: Enricher + ?Sized> Enricher for Arc<E> {
     fn enrich(&self, event: &mut Event) {
-        for (k, v) in &self.fields {
-            event.insert(k.clone(), v.clone());
-        }
+        (**self).enrich(event)
     }
+
     fn name(&self) -> &str {
-        "static_fields"
+        (**self).name()
     }
 }
 
-/// Adds `hostname`, read once at start-up.
-#[derive(Debug, Clone)]
-pub struct Hostname {
-    host: Value,
-}
-
-impl Hostname {
-    /// Reads the machine's host name.
-    pub fn new() -> Self {
-        Hostname {
-            host: Value::String(gethostname::gethostname().to_string_lossy().into_owned()),
-        }
-    }
-}
-
-impl Default for Hostname {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Enricher for Hostname {
+/// A boxed enricher chosen at run time. (A blanket impl for every `Box<E>`
+/// would overlap with the closure impl, since `Box<F>` of a closure is
+/// itself a closure.)
+impl Enricher for Box<dyn Enricher> {
     fn enrich(&self, event: &mut Event) {
-        event.insert("hostname", self.host.clone());
+        (**self).enrich(event)
     }
+
     fn name(&self) -> &str {
-        "hostname"
-    }
-}
-
-/// Adds `pid`, the process id.
-#[derive(Debug, Clone, Copy)]
-pub struct Pid {
-    pid: u32,
-}
-
-impl Pid {
-    /// Reads the process id.
-    pub fn new() -> Self {
-        Pid {
-            pid: std::process::id(),
-        }
-    }
-}
-
-impl Default for Pid {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Enricher for Pid {
-    fn enrich(&self, event: &mut Event) {
-        event.insert("pid", self.pid);
-    }
-    fn name(&self) -> &str {
-        "pid"
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use tracing::Level;
-
-    #[test]
-    fn builtins_add_their_fields() {
-        let mut e = Event::new(Level::INFO, "t", "m");
-        Hostname::new().enrich(&mut e);
-        Pid::new().enrich(&mut e);
-        StaticFields::new().field("service", "svc").enrich(&mut e);
-        assert_eq!(e.field("pid"), Some(&Value::from(std::process::id())));
-        assert_eq!(e.field("service"), Some(&Value::from("svc")));
-        assert!(e.field("hostname").is_some_and(|h| h.is_string()));
-    }
-
-    #[test]
-    fn reserved_names_are_prefixed() {
-        let mut e = Event::new(Level::INFO, "t", "m");
-        e.insert("level", "nope");
-        assert_eq!(e.inserted().next().map(|(k, _)| k), Some("_level"));
+        (**self).name()
     }
 }

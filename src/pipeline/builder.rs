@@ -5,24 +5,21 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use tracing::Subscriber;
-use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::registry::LookupSpan;
-use tracing_subscriber::{Layer, Registry};
+use tracing_subscriber::{EnvFilter, reload};
 
-use super::queue::Queue;
+use super::guard::FilterHandle;
+use super::lifecycle::{EnricherHandle, LifecycleConfig};
+use super::stage::{AsyncSlot, Stage, Step, plan};
 use super::worker::Worker;
-use super::{Guard, Overflow, Shared, Signal};
-use crate::config::{Settings, parse_filter};
-use crate::enrich::lifecycle::{EnricherHandle, EnricherOptions, LifecycleConfig};
-use crate::enrich::stage::{AsyncSlot, Stage, Step, plan};
-use crate::enrich::{AsyncEnricher, Enricher, Hostname, Pid, StaticFields};
+use super::{Guard, Shared, Signal};
+use crate::capture::queue::Queue;
+use crate::capture::{FapilogLayer, Overflow, Suppressed, filter, mark_pipeline_thread};
+use crate::enrich::{AsyncEnricher, Enricher, EnricherOptions, Hostname, Pid, StaticFields};
 use crate::error::InitError;
 use crate::event::{FieldName, Value};
-use crate::layer::{FapilogLayer, Suppressed, mark_pipeline_thread};
+use crate::observe::{PipelineMetrics, SinkCounters};
 use crate::sink::{DynSink, FileSinkBuilder, Sink, StdoutSink};
-use crate::stats::SinkCounters;
 
 enum SinkSpec {
     Ready(Box<dyn DynSink>),
@@ -33,7 +30,7 @@ enum SinkSpec {
 ///
 /// | setting | default |
 /// | --- | --- |
-/// | [`level`](Builder::level) | `info` |
+/// | [`filter`](Builder::filter) (used by [`init`](Builder::init)) | `RUST_LOG` when set, else `info` |
 /// | [`queue_capacity`](Builder::queue_capacity) | 10 000 events |
 /// | [`overflow`](Builder::overflow) | [`Overflow::Block`] |
 /// | [`block_timeout`](Builder::block_timeout) | 5 s |
@@ -51,7 +48,8 @@ enum SinkSpec {
 /// environment, [`static_field`](Builder::static_field)), hostname, pid, then
 /// every [`enricher`](Builder::enricher) in the order added.
 pub struct Builder {
-    filter: String,
+    filter: Option<String>,
+    filter_env_var: Option<String>,
     capacity: usize,
     overflow: Overflow,
     block_timeout: Duration,
@@ -90,7 +88,8 @@ impl fmt::Debug for Builder {
 impl Default for Builder {
     fn default() -> Self {
         Builder {
-            filter: "info".to_owned(),
+            filter: None,
+            filter_env_var: Some("RUST_LOG".to_owned()),
             capacity: 10_000,
             overflow: Overflow::Block,
             block_timeout: Duration::from_secs(5),
@@ -122,10 +121,41 @@ impl Default for Builder {
 }
 
 impl Builder {
-    /// Which events to capture: a level (`info`) or directives
-    /// (`info,my_crate=debug,hyper=warn`). Checked by `build`/`init`.
-    pub fn level(mut self, filter: impl Into<String>) -> Self {
-        self.filter = filter.into();
+    /// Which events [`init`](Builder::init) captures: filter directives
+    /// in `EnvFilter`'s syntax — a level (`info`), per-target levels
+    /// (`info,my_crate=debug,hyper=warn`), span selectors
+    /// (`my_crate[request{user_id=42}]=trace`). Checked strictly: a bare
+    /// word must be a level, so a typo is an error, not a target.
+    ///
+    /// **Precedence** for `init`: the `RUST_LOG` environment variable when
+    /// it is set and not empty (see [`filter_env_var`](Builder::filter_env_var)),
+    /// else these directives, else `info`. Change it at run time with
+    /// [`Guard::set_filter`]. With [`build`](Builder::build) the layer has
+    /// no filter: add your own, as with any layer (the directives given
+    /// here are still checked).
+    pub fn filter(mut self, directives: impl Into<String>) -> Self {
+        self.filter = Some(directives.into());
+        self
+    }
+
+    /// The old name of [`filter`](Builder::filter), which takes
+    /// directives, not only a level.
+    #[deprecated(since = "0.2.0", note = "use `filter`, which takes directives")]
+    pub fn level(self, directives: impl Into<String>) -> Self {
+        self.filter(directives)
+    }
+
+    /// The environment variable whose directives [`init`](Builder::init)
+    /// prefers to [`filter`](Builder::filter)'s (default `RUST_LOG`).
+    pub fn filter_env_var(mut self, name: impl Into<String>) -> Self {
+        self.filter_env_var = Some(name.into());
+        self
+    }
+
+    /// Makes [`init`](Builder::init) ignore the environment: only
+    /// [`filter`](Builder::filter)'s directives (or `info`) apply.
+    pub fn ignore_filter_env(mut self) -> Self {
+        self.filter_env_var = None;
         self
     }
 
@@ -332,60 +362,19 @@ impl Builder {
         self
     }
 
-    /// Applies settings read from a file or the environment; sinks in the
-    /// settings are added to those already configured.
-    pub fn settings(mut self, s: &Settings) -> Self {
-        self.filter = s.level.clone();
-        self.capacity = s.queue.capacity.max(1);
-        self.overflow = s.queue.overflow.into();
-        self.block_timeout = s.queue.block_timeout;
-        self.batch_size = s.batch.size.max(1);
-        self.linger = s.batch.linger;
-        self.shutdown_timeout = s.shutdown.timeout;
-        self.drop_timeout = s.shutdown.drop_timeout;
-        self.drop_report_interval = s
-            .shutdown
-            .drop_report_interval
-            .max(Duration::from_millis(1));
-        for (k, v) in [
-            ("service", &s.service),
-            ("version", &s.version),
-            ("environment", &s.environment),
-        ] {
-            if let Some(v) = v {
-                self = self.static_field(k, v.clone());
-            }
-        }
-        for (k, v) in &s.static_fields {
-            self = self.static_field(k.clone(), v.clone());
-        }
-        self.hostname |= s.hostname;
-        self.pid |= s.pid;
-        if let Some(out) = &s.sinks.stdout {
-            self = self.sink(StdoutSink::new(out.format.into()));
-        }
-        if let Some(f) = &s.sinks.file {
-            let mut b = crate::sink::FileSink::builder(&f.path)
-                .rotation(f.rotation.into())
-                .keep(f.keep);
-            if let Some(max) = f.max_bytes {
-                b = b.max_bytes(max);
-            }
-            self = self.file(b);
-        }
-        self
-    }
-
-    /// Starts the pipeline and returns its layer, to compose into a
-    /// subscriber of your own, and its guard. Async enrichers are started
-    /// before it returns; in async code prefer [`Builder::build_async`].
+    /// Starts the pipeline and returns its [`FapilogLayer`], to compose
+    /// into a subscriber of your own with the filter of your choice, and
+    /// its [`Guard`]. Async enrichers are started before it returns; in
+    /// async code prefer [`Builder::build_async`].
     ///
     /// ```
-    /// use tracing_subscriber::layer::SubscriberExt;
+    /// use tracing_subscriber::{EnvFilter, Layer, layer::SubscriberExt};
     ///
     /// # fn main() -> Result<(), fapilog::InitError> {
     /// let (layer, guard) = fapilog::builder().build()?;
-    /// let subscriber = tracing_subscriber::registry().with(layer);
+    /// let subscriber = tracing_subscriber::registry()
+    ///     .with(layer.with_filter(EnvFilter::new("info")))
+    ///     .with(tracing_subscriber::fmt::layer().with_filter(EnvFilter::new("warn")));
     /// tracing::subscriber::with_default(subscriber, || {
     ///     tracing::info!(answer = 42, "composed by hand");
     /// });
@@ -393,17 +382,11 @@ impl Builder {
     /// assert_eq!(report.emitted, 1);
     /// # Ok(()) }
     /// ```
-    pub fn build<S>(self) -> Result<(impl Layer<S> + Send + Sync + 'static, Guard), InitError>
-    where
-        S: Subscriber + for<'a> LookupSpan<'a>,
-    {
-        let wait = self
-            .lifecycle
-            .startup_timeout
-            .saturating_add(Duration::from_secs(5));
-        let (layer, filter, guard, started) = self.launch()?;
+    pub fn build(self) -> Result<(FapilogLayer, Guard), InitError> {
+        let wait = self.startup_wait();
+        let (layer, guard, started) = self.launch()?;
         match started.wait_blocking(wait) {
-            Some(Ok(())) => Ok((layer.with_filter(filter), guard)),
+            Some(Ok(())) => Ok((layer, guard)),
             Some(Err(e)) => Err(e),
             None => Err(InitError::startup(
                 "async enrichers did not report their start-up in time; if the worker runs on this thread's runtime, use `build_async`/`init_async`",
@@ -413,19 +396,11 @@ impl Builder {
 
     /// [`Builder::build`] for async code: waits for the async enrichers'
     /// start-up without blocking the thread.
-    pub async fn build_async<S>(
-        self,
-    ) -> Result<(impl Layer<S> + Send + Sync + 'static, Guard), InitError>
-    where
-        S: Subscriber + for<'a> LookupSpan<'a>,
-    {
-        let wait = self
-            .lifecycle
-            .startup_timeout
-            .saturating_add(Duration::from_secs(5));
-        let (layer, filter, guard, started) = self.launch()?;
+    pub async fn build_async(self) -> Result<(FapilogLayer, Guard), InitError> {
+        let wait = self.startup_wait();
+        let (layer, guard, started) = self.launch()?;
         match started.wait(wait).await {
-            Some(Ok(())) => Ok((layer.with_filter(filter), guard)),
+            Some(Ok(())) => Ok((layer, guard)),
             Some(Err(e)) => Err(e),
             None => Err(InitError::startup(
                 "async enrichers did not report their start-up in time",
@@ -434,55 +409,94 @@ impl Builder {
     }
 
     /// Starts the pipeline and installs it as the global subscriber (and, by
-    /// default, as the `log` crate's logger). In async code with async
-    /// enrichers, prefer [`Builder::init_async`].
+    /// default, as the `log` crate's logger), filtered by `RUST_LOG` when it
+    /// is set, else by [`filter`](Builder::filter) (default `info`); the
+    /// filter can be changed later with [`Guard::set_filter`]. In async
+    /// code with async enrichers, prefer [`Builder::init_async`].
     ///
     /// ```no_run
     /// # fn main() -> Result<(), fapilog::InitError> {
     /// let guard = fapilog::builder().service("checkout").init()?;
     /// tracing::info!(order_id = 7, "order placed");
+    /// guard.set_filter("debug,sqlx=warn").expect("valid directives");
+    /// tracing::debug!("now captured");
     /// guard.shutdown_blocking();
     /// # Ok(()) }
     /// ```
     pub fn init(self) -> Result<Guard, InitError> {
-        if tracing::dispatcher::has_been_set() {
-            return Err(InitError::global_subscriber(
-                "set_global_default was called before",
-            ));
-        }
-        let bridge_log = self.bridge_log;
-        let (layer, guard) = self.build::<Registry>()?;
-        install(layer, guard, bridge_log)
+        let (filter, bridge_log) = self.prepare_init()?;
+        let (layer, guard) = self.build()?;
+        install(layer, filter, guard, bridge_log)
     }
 
     /// [`Builder::init`] for async code.
     pub async fn init_async(self) -> Result<Guard, InitError> {
+        let (filter, bridge_log) = self.prepare_init()?;
+        let (layer, guard) = self.build_async().await?;
+        install(layer, filter, guard, bridge_log)
+    }
+
+    fn startup_wait(&self) -> Duration {
+        self.lifecycle
+            .startup_timeout
+            .saturating_add(Duration::from_secs(5))
+    }
+
+    /// What `init` needs before it starts anything: no global subscriber
+    /// yet, and a filter that parses.
+    fn prepare_init(&self) -> Result<(EnvFilter, bool), InitError> {
         if tracing::dispatcher::has_been_set() {
             return Err(InitError::global_subscriber(
                 "set_global_default was called before",
             ));
         }
-        let bridge_log = self.bridge_log;
-        let (layer, guard) = self.build_async::<Registry>().await?;
-        install(layer, guard, bridge_log)
+        Ok((self.env_filter()?, self.bridge_log))
+    }
+
+    /// The filter [`init`](Builder::init) would install: `RUST_LOG` (or
+    /// the [`filter_env_var`](Builder::filter_env_var)) when set and not
+    /// empty, else [`filter`](Builder::filter)'s directives, else `info`.
+    /// For composing by hand with the same precedence:
+    ///
+    /// ```
+    /// use tracing_subscriber::{Layer, layer::SubscriberExt};
+    ///
+    /// # fn main() -> Result<(), fapilog::InitError> {
+    /// let builder = fapilog::builder().filter("info,my_crate=debug");
+    /// let filter = builder.env_filter()?;
+    /// let (layer, guard) = builder.build()?;
+    /// let subscriber = tracing_subscriber::registry().with(layer.with_filter(filter));
+    /// # drop(subscriber); drop(guard); Ok(()) }
+    /// ```
+    pub fn env_filter(&self) -> Result<EnvFilter, InitError> {
+        let from_env = self.filter_env_var.as_ref().and_then(|var| {
+            std::env::var(var)
+                .ok()
+                .filter(|v| !v.trim().is_empty())
+                .map(|v| (var.as_str(), v))
+        });
+        match from_env {
+            Some((var, directives)) => filter::parse(&directives)
+                .map_err(|r| InitError::filter(env_origin(var), &directives, r)),
+            None => {
+                let directives = self.filter.as_deref().unwrap_or("info");
+                filter::parse(directives)
+                    .map_err(|r| InitError::filter("`Builder::filter`", directives, r))
+            }
+        }
     }
 
     #[allow(clippy::type_complexity)]
     fn launch(
         self,
-    ) -> Result<
-        (
-            FapilogLayer,
-            Targets,
-            Guard,
-            Arc<Signal<Result<(), InitError>>>,
-        ),
-        InitError,
-    > {
+    ) -> Result<(FapilogLayer, Guard, Arc<Signal<Result<(), InitError>>>), InitError> {
         if let Some(e) = self.deferred_error {
             return Err(e);
         }
-        let filter = parse_filter(&self.filter).map_err(|r| InitError::filter(&self.filter, r))?;
+        if let Some(directives) = &self.filter {
+            filter::check(directives)
+                .map_err(|r| InitError::filter("`Builder::filter`", directives, r))?;
+        }
 
         let mut sinks: Vec<Box<dyn DynSink>> = Vec::new();
         for spec in self.sinks {
@@ -542,7 +556,7 @@ impl Builder {
             sinks: sinks.iter().map(|s| SinkCounters::new(s.name())).collect(),
             done: Signal::default(),
             enrichers: declared,
-            facade: super::PipelineMetrics::new(),
+            facade: PipelineMetrics::new(),
         });
         let worker = Worker {
             shared: shared.clone(),
@@ -586,23 +600,37 @@ impl Builder {
             drop_timeout: self.drop_timeout,
             finished: false,
             worker_on_app_runtime,
+            filter: None,
         };
-        Ok((FapilogLayer::new(queue), filter, guard, started))
+        Ok((FapilogLayer::new(queue), guard, started))
     }
 }
 
-fn install<L>(layer: L, guard: Guard, bridge_log: bool) -> Result<Guard, InitError>
-where
-    L: Layer<Registry> + Send + Sync + 'static,
-{
+/// Where filter directives from the environment came from, for errors.
+fn env_origin(var: &str) -> &'static str {
+    if var == "RUST_LOG" {
+        "the `RUST_LOG` environment variable"
+    } else {
+        "the filter environment variable (`Builder::filter_env_var`)"
+    }
+}
+
+fn install(
+    layer: FapilogLayer,
+    filter: EnvFilter,
+    mut guard: Guard,
+    bridge_log: bool,
+) -> Result<Guard, InitError> {
     if bridge_log && let Err(e) = tracing_log::LogTracer::init() {
         let _ = guard.shutdown_blocking();
         return Err(InitError::log_bridge(e));
     }
-    let subscriber = tracing_subscriber::registry().with(layer);
+    let (filter, handle) = reload::Layer::new(filter);
+    let subscriber = tracing_subscriber::registry().with(filter).with(layer);
     if let Err(e) = tracing::subscriber::set_global_default(subscriber) {
         let _ = guard.shutdown_blocking();
         return Err(InitError::global_subscriber(e));
     }
+    guard.filter = Some(FilterHandle(handle));
     Ok(guard)
 }

@@ -4,8 +4,15 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tracing_subscriber::{EnvFilter, Registry, reload};
+
 use super::Shared;
-use crate::stats::{ShutdownReport, Stats};
+use crate::capture::filter;
+use crate::error::ConfigError;
+use crate::observe::{EnricherHealth, ShutdownReport, Stats};
+
+/// The reload handle of the filter `init` installed.
+pub(crate) struct FilterHandle(pub(crate) reload::Handle<EnvFilter, Registry>);
 
 /// Keeps the pipeline running; shut it down with [`Guard::shutdown`] (or
 /// [`Guard::shutdown_blocking`] from synchronous code) to drain every queued
@@ -21,6 +28,8 @@ pub struct Guard {
     pub(crate) drop_timeout: Duration,
     pub(crate) finished: bool,
     pub(crate) worker_on_app_runtime: bool,
+    /// Set by `init`, which owns the subscriber; `None` after `build`.
+    pub(crate) filter: Option<FilterHandle>,
 }
 
 impl fmt::Debug for Guard {
@@ -39,8 +48,40 @@ impl Guard {
 
     /// Each async enricher's health: up / degraded / down, circuit breaker
     /// state, last error and time of the last check, in declared order.
-    pub async fn health(&self) -> Vec<crate::enrich::EnricherHealth> {
+    pub fn health(&self) -> Vec<EnricherHealth> {
         self.shared.enrichers.iter().map(|h| h.health()).collect()
+    }
+
+    /// Replaces the filter [`Builder::init`](crate::Builder::init)
+    /// installed, from the next event on: `guard.set_filter("debug,sqlx=warn")`.
+    /// Directives are checked as [`Builder::filter`](crate::Builder::filter)
+    /// checks them; on an error (which names the bad directive) the filter
+    /// in force stays. A pipeline whose layer you composed yourself (with
+    /// [`Builder::build`](crate::Builder::build)) has no filter of fapilog's
+    /// to change: wrap yours in `tracing_subscriber::reload` instead.
+    pub fn set_filter(&self, directives: &str) -> Result<(), ConfigError> {
+        let Some(FilterHandle(handle)) = &self.filter else {
+            return Err(ConfigError::at(
+                "filter",
+                "this pipeline's layer was composed by hand with `build()`, so its filter is yours: reload it with `tracing_subscriber::reload`",
+            ));
+        };
+        let parsed = filter::parse(directives).map_err(|reason| {
+            ConfigError::at(
+                "filter",
+                format!("invalid filter directives {directives:?}: {reason}"),
+            )
+        })?;
+        handle
+            .reload(parsed)
+            .map_err(|e| ConfigError::at("filter", format!("could not change the filter: {e}")))
+    }
+
+    /// The directives in force, when the filter is fapilog's (see
+    /// [`set_filter`](Guard::set_filter)).
+    pub fn filter(&self) -> Option<String> {
+        let FilterHandle(handle) = self.filter.as_ref()?;
+        handle.with_current(|f| f.to_string()).ok()
     }
 
     /// Stops intake (later log calls are counted as dropped), drains every

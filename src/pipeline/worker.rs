@@ -11,12 +11,13 @@ use futures_util::FutureExt;
 use futures_util::stream::{FuturesOrdered, StreamExt};
 use tokio::time::Instant;
 
+use super::lifecycle::{self, LifecycleConfig};
+use super::stage::{AsyncSlot, Stage, run_async};
 use super::{Shared, Signal};
-use crate::enrich::lifecycle::{self, LifecycleConfig};
-use crate::enrich::stage::{AsyncSlot, Stage, run_async};
+use crate::capture::spawn_suppressed;
 use crate::error::InitError;
 use crate::event::Event;
-use crate::layer::spawn_suppressed;
+use crate::resilience::deadline::after;
 use crate::sink::DynSink;
 
 pub(crate) struct Worker {
@@ -79,7 +80,7 @@ impl Worker {
         let mut inflight: FuturesOrdered<Enriched> = FuturesOrdered::new();
         let mut dirty = false;
         let mut reported_dropped = 0u64;
-        let mut next_drop_check = super::after(Instant::now(), self.drop_report_interval);
+        let mut next_drop_check = after(Instant::now(), self.drop_report_interval);
         loop {
             while inflight.len() < depth {
                 let mut batch = Vec::with_capacity(self.batch_size);
@@ -100,7 +101,7 @@ impl Worker {
                 inflight.push_back(enrichment.start(batch, true));
             }
             if Instant::now() >= next_drop_check {
-                next_drop_check = super::after(Instant::now(), self.drop_report_interval);
+                next_drop_check = after(Instant::now(), self.drop_report_interval);
                 if let Some(record) = self.drop_record(&mut reported_dropped) {
                     inflight.push_back(enrichment.start(vec![record], false));
                 }
@@ -255,7 +256,7 @@ impl Enrichment {
         let shared = self.shared.clone();
         let (budget, record_errors) = (self.budget, self.record_errors);
         async move {
-            let deadline = super::after(Instant::now(), budget);
+            let deadline = after(Instant::now(), budget);
             for stage in stages.iter() {
                 match stage {
                     Stage::Sync(enrichers) => {

@@ -9,13 +9,13 @@
 
 use std::fmt;
 use std::future::Future;
-use std::pin::Pin;
+
+use futures_util::future::BoxFuture;
 
 use crate::event::Event;
 
 mod file;
-pub(crate) mod json;
-mod pretty;
+pub(crate) mod format;
 mod stdout;
 
 pub use file::{FileSink, FileSinkBuilder, Rotation};
@@ -56,7 +56,24 @@ pub trait Sink: Send + 'static {
     }
 }
 
-type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+/// A boxed sink. (There is no impl for `Arc<S>`: a sink is written by one
+/// writer, through `&mut self`, so it can keep buffers without locks. To
+/// read what a sink did from elsewhere, keep that state behind an `Arc`
+/// inside it.)
+impl<S: Sink + ?Sized> Sink for Box<S> {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+    fn write_batch(
+        &mut self,
+        events: &[Event],
+    ) -> impl Future<Output = Result<(), SinkError>> + Send {
+        (**self).write_batch(events)
+    }
+    fn flush(&mut self) -> impl Future<Output = Result<(), SinkError>> + Send {
+        (**self).flush()
+    }
+}
 
 /// Object-safe form of [`Sink`], so the pipeline can hold a list of them.
 pub(crate) trait DynSink: Send {

@@ -2,11 +2,13 @@
 
 use std::io::{IsTerminal, Write};
 
-use super::{Sink, SinkError, json, pretty};
+use super::format::{json, pretty};
+use super::{Sink, SinkError};
 use crate::event::Event;
 
 /// How [`StdoutSink`] renders events.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum StdoutFormat {
     /// One JSON object per line (see the crate docs for the field names).

@@ -15,11 +15,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fapilog::enrich::{
-    AsyncEnricher, EnrichContext, EnrichError, Found, Key, Lookup, LookupEnricher, Patch,
-};
-use fapilog::metrics::EnricherMetrics;
-use fapilog::resilience::{BreakerConfig, CircuitBreaker};
+use fapilog::enrich::{AsyncEnricher, EnrichContext, EnrichError, Patch};
+use fapilog::lookup::{Found, Key, Lookup, LookupEnricher};
+use fapilog::observe::EnricherStats;
+use fapilog::resilience::{BreakerConfig, BreakerState};
 use fapilog::{Event, Guard, ShutdownReport, Sink, SinkError, Value};
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -364,12 +363,10 @@ impl AsyncEnricher for TestEnricher {
 // Driving an enricher directly
 
 /// What the pipeline would hand an enricher, for calling
-/// [`AsyncEnricher::enrich`] outside a pipeline: one metrics object and one
+/// [`AsyncEnricher::enrich`] outside a pipeline: one set of counters and one
 /// breaker for the test, a call timeout, and a fresh deadline per batch.
 pub struct Harness {
-    pub metrics: Arc<EnricherMetrics>,
-    pub breaker: Arc<CircuitBreaker>,
-    pub call_timeout: Duration,
+    base: EnrichContext,
     pub budget: Duration,
 }
 
@@ -380,31 +377,32 @@ impl Harness {
     }
 
     pub fn with_breaker(name: &str, breaker: BreakerConfig) -> Self {
-        Self::with_metrics(Arc::new(EnricherMetrics::new(name)), breaker)
-    }
-
-    pub fn with_metrics(metrics: Arc<EnricherMetrics>, breaker: BreakerConfig) -> Self {
         Harness {
-            metrics,
-            breaker: Arc::new(CircuitBreaker::new(breaker).expect("valid breaker settings")),
-            call_timeout: Duration::from_millis(500),
+            base: EnrichContext::detached(name)
+                .with_breaker(breaker)
+                .expect("valid breaker settings"),
             budget: Duration::from_secs(10),
         }
     }
 
     pub fn call_timeout(mut self, d: Duration) -> Self {
-        self.call_timeout = d;
+        self.base = self.base.with_call_timeout(d);
         self
     }
 
     /// A context whose deadline is `budget` from now.
     pub fn ctx(&self) -> EnrichContext {
-        EnrichContext::new(
-            self.metrics.clone(),
-            self.breaker.clone(),
-            self.call_timeout,
-            Instant::now() + self.budget,
-        )
+        self.base.clone().with_budget(self.budget)
+    }
+
+    /// The enricher's counters so far.
+    pub fn stats(&self) -> EnricherStats {
+        self.base.stats()
+    }
+
+    /// The breaker's state now.
+    pub fn breaker_state(&self) -> BreakerState {
+        self.base.breaker_state()
     }
 
     /// Enriches `events` as one batch and returns the patches; the call
@@ -586,9 +584,7 @@ impl Running {
     }
 
     pub async fn try_start(builder: fapilog::Builder) -> Result<Running, fapilog::InitError> {
-        let (layer, guard) = builder
-            .build_async::<tracing_subscriber::Registry>()
-            .await?;
+        let (layer, guard) = builder.build_async().await?;
         let default = tracing::subscriber::set_default(tracing_subscriber::registry().with(layer));
         Ok(Running {
             guard,

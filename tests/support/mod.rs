@@ -24,19 +24,25 @@ pub const PATIENCE: Duration = Duration::from_secs(20);
 /// Starts `builder` and returns a dispatcher that feeds it, for use with
 /// `tracing::dispatcher::with_default`, plus the pipeline's guard.
 pub fn start(builder: fapilog::Builder) -> (Dispatch, Guard) {
-    let (layer, guard) = builder
-        .build::<tracing_subscriber::Registry>()
-        .expect("pipeline starts");
+    let (layer, guard) = builder.build().expect("pipeline starts");
     let dispatch = Dispatch::new(tracing_subscriber::registry().with(layer));
+    (dispatch, guard)
+}
+
+/// [`start`] with the filter `init` would install (the environment
+/// ignored, so a developer's `RUST_LOG` cannot change the outcome).
+pub fn start_filtered(builder: fapilog::Builder) -> (Dispatch, Guard) {
+    use tracing_subscriber::Layer;
+    let builder = builder.ignore_filter_env();
+    let filter = builder.env_filter().expect("valid filter");
+    let (layer, guard) = builder.build().expect("pipeline starts");
+    let dispatch = Dispatch::new(tracing_subscriber::registry().with(layer.with_filter(filter)));
     (dispatch, guard)
 }
 
 /// [`start`] for async code, where `build` must not block the thread.
 pub async fn start_async(builder: fapilog::Builder) -> (Dispatch, Guard) {
-    let (layer, guard) = builder
-        .build_async::<tracing_subscriber::Registry>()
-        .await
-        .expect("pipeline starts");
+    let (layer, guard) = builder.build_async().await.expect("pipeline starts");
     let dispatch = Dispatch::new(tracing_subscriber::registry().with(layer));
     (dispatch, guard)
 }

@@ -88,24 +88,28 @@ impl Default for BreakerConfig {
 
 impl BreakerConfig {
     /// Sets [`policy`](Self::policy).
+    #[must_use]
     pub fn policy(mut self, policy: FailurePolicy) -> Self {
         self.policy = policy;
         self
     }
 
     /// Sets [`recovery_timeout`](Self::recovery_timeout).
+    #[must_use]
     pub fn recovery_timeout(mut self, timeout: Duration) -> Self {
         self.recovery_timeout = timeout;
         self
     }
 
     /// Sets [`half_open_max_calls`](Self::half_open_max_calls).
+    #[must_use]
     pub fn half_open_max_calls(mut self, calls: u32) -> Self {
         self.half_open_max_calls = calls;
         self
     }
 
     /// Sets [`half_open_successes`](Self::half_open_successes).
+    #[must_use]
     pub fn half_open_successes(mut self, successes: u32) -> Self {
         self.half_open_successes = successes;
         self
@@ -113,7 +117,7 @@ impl BreakerConfig {
 
     /// Checks the settings; [`CircuitBreaker::new`](super::CircuitBreaker::new)
     /// does the same.
-    pub fn validate(&self) -> Result<(), InvalidConfig> {
+    pub(crate) fn validate(&self) -> Result<(), InvalidConfig> {
         match self.policy {
             FailurePolicy::Consecutive(0) => {
                 return Err(InvalidConfig::new(

@@ -7,7 +7,7 @@ use super::state::BreakerState;
 
 /// The breaker refused a call without making it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ShortCircuited {
+pub(crate) struct ShortCircuited {
     state: BreakerState,
 }
 
@@ -18,7 +18,7 @@ impl ShortCircuited {
 
     /// The breaker's state when it refused: [`BreakerState::Open`], or
     /// [`BreakerState::HalfOpen`] with every probe slot taken.
-    pub fn state(&self) -> BreakerState {
+    pub(crate) fn state(&self) -> BreakerState {
         self.state
     }
 }
@@ -36,7 +36,7 @@ impl Error for ShortCircuited {}
 
 /// Why [`CircuitBreaker::call`](super::CircuitBreaker::call) failed.
 #[derive(Debug)]
-pub enum BreakerError<E> {
+pub(crate) enum BreakerError<E> {
     /// The breaker refused the call; it was not made.
     ShortCircuited(ShortCircuited),
     /// The call was made and returned this error (counted as a failure).
@@ -45,12 +45,12 @@ pub enum BreakerError<E> {
 
 impl<E> BreakerError<E> {
     /// Whether the call was refused without being made.
-    pub fn is_short_circuited(&self) -> bool {
+    pub(crate) fn is_short_circuited(&self) -> bool {
         matches!(self, BreakerError::ShortCircuited(_))
     }
 
     /// The call's own error, if it was made.
-    pub fn into_inner(self) -> Option<E> {
+    pub(crate) fn into_inner(self) -> Option<E> {
         match self {
             BreakerError::ShortCircuited(_) => None,
             BreakerError::Inner(e) => Some(e),
@@ -86,7 +86,7 @@ impl<E: Error + 'static> Error for BreakerError<E> {
 
 /// A [`BreakerConfig`](super::BreakerConfig) setting is out of range.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InvalidConfig {
+pub(crate) struct InvalidConfig {
     reason: &'static str,
 }
 

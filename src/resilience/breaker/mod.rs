@@ -63,31 +63,13 @@
 //! while user code runs) once to admit a call and once for its verdict.
 //! Share the breaker with an `Arc`; it is `Send + Sync`.
 //!
-//! ```
-//! use std::sync::Arc;
-//! use std::time::Duration;
-//! use fapilog::resilience::{BreakerConfig, BreakerError, CircuitBreaker, FailurePolicy};
-//!
-//! # async fn lookup(user: u64) -> Result<String, std::io::Error> { Ok(format!("user {user}")) }
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let breaker = Arc::new(CircuitBreaker::new(
-//!     BreakerConfig::default()
-//!         .policy(FailurePolicy::Consecutive(3))
-//!         .recovery_timeout(Duration::from_secs(10)),
-//! )?);
-//!
-//! match breaker.call(|| lookup(42)).await {
-//!     Ok(name) => assert_eq!(name, "user 42"),
-//!     Err(BreakerError::ShortCircuited(refused)) => eprintln!("skipped: {refused}"),
-//!     Err(BreakerError::Inner(e)) => eprintln!("lookup failed: {e}"),
-//! }
-//! assert_eq!(breaker.snapshot().successes, 1);
-//! # Ok(()) }
-//! ```
-//!
 //! [`try_acquire`]: CircuitBreaker::try_acquire
 //! [`call`]: CircuitBreaker::call
+
+// The pipeline uses admission, verdicts and state; the observer, `call`
+// and snapshots are the breaker's own API, kept whole and exercised by its
+// unit tests.
+#![cfg_attr(not(test), allow(dead_code))]
 
 mod config;
 mod error;
@@ -105,15 +87,16 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use tokio::time::Instant;
 
 pub use config::{BreakerConfig, FailurePolicy};
-pub use error::{BreakerError, InvalidConfig, ShortCircuited};
-pub use state::{BreakerSnapshot, BreakerState, Transition};
+pub(crate) use error::{BreakerError, InvalidConfig, ShortCircuited};
+pub use state::BreakerState;
+pub(crate) use state::{BreakerSnapshot, Transition};
 
 use window::Window;
 
 type Observer = Box<dyn Fn(&Transition) + Send + Sync>;
 
 /// A circuit breaker; see the [module docs](self) for how it behaves.
-pub struct CircuitBreaker {
+pub(crate) struct CircuitBreaker {
     config: BreakerConfig,
     inner: Mutex<Inner>,
     observer: Option<Observer>,
@@ -122,7 +105,7 @@ pub struct CircuitBreaker {
 impl CircuitBreaker {
     /// A closed breaker, or an error if a setting is out of range (see
     /// [`BreakerConfig::validate`]).
-    pub fn new(config: BreakerConfig) -> Result<Self, InvalidConfig> {
+    pub(crate) fn new(config: BreakerConfig) -> Result<Self, InvalidConfig> {
         config.validate()?;
         let now = Instant::now();
         let window = match config.policy {
@@ -148,7 +131,7 @@ impl CircuitBreaker {
     /// breaker's lock is released, so it may call back into the breaker;
     /// when changes race, it may see them out of order (each carries its
     /// time). A panic in it is caught and ignored.
-    pub fn on_transition<F>(mut self, observer: F) -> Self
+    pub(crate) fn on_transition<F>(mut self, observer: F) -> Self
     where
         F: Fn(&Transition) + Send + Sync + 'static,
     {
@@ -156,14 +139,9 @@ impl CircuitBreaker {
         self
     }
 
-    /// The settings.
-    pub fn config(&self) -> &BreakerConfig {
-        &self.config
-    }
-
     /// Admits a call, or refuses it at once. Report the call's outcome
     /// through the [`Permit`]; dropping it unreported counts as a failure.
-    pub fn try_acquire(&self) -> Result<Permit<'_>, ShortCircuited> {
+    pub(crate) fn try_acquire(&self) -> Result<Permit<'_>, ShortCircuited> {
         let (result, transition) = {
             let mut inner = self.lock();
             let transition = inner.refresh(&self.config);
@@ -205,7 +183,7 @@ impl CircuitBreaker {
     /// `Err` as a failure. If the returned future is dropped before it
     /// finishes (say, by an outer timeout), the call counts as a failure.
     /// When the call is refused, `f` is not called.
-    pub async fn call<F, Fut, T, E>(&self, f: F) -> Result<T, BreakerError<E>>
+    pub(crate) async fn call<F, Fut, T, E>(&self, f: F) -> Result<T, BreakerError<E>>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
@@ -225,7 +203,7 @@ impl CircuitBreaker {
 
     /// The current state. Reports half-open as soon as the recovery timeout
     /// has passed, even before the next call.
-    pub fn state(&self) -> BreakerState {
+    pub(crate) fn state(&self) -> BreakerState {
         let (state, transition) = {
             let mut inner = self.lock();
             let transition = inner.refresh(&self.config);
@@ -236,7 +214,7 @@ impl CircuitBreaker {
     }
 
     /// State and counters, taken together.
-    pub fn snapshot(&self) -> BreakerSnapshot {
+    pub(crate) fn snapshot(&self) -> BreakerSnapshot {
         let (snapshot, transition) = {
             let mut inner = self.lock();
             let transition = inner.refresh(&self.config);
@@ -299,7 +277,7 @@ impl fmt::Debug for CircuitBreaker {
 /// the outcome with [`success`](Self::success) or
 /// [`failure`](Self::failure); dropped unreported, it counts as a failure.
 #[must_use = "a permit dropped without a verdict counts as a failure"]
-pub struct Permit<'a> {
+pub(crate) struct Permit<'a> {
     breaker: &'a CircuitBreaker,
     generation: u64,
     probe: bool,
@@ -308,13 +286,13 @@ pub struct Permit<'a> {
 
 impl Permit<'_> {
     /// The call succeeded.
-    pub fn success(mut self) {
+    pub(crate) fn success(mut self) {
         self.settled = true;
         self.breaker.settle(self.generation, Verdict::Success);
     }
 
     /// The call failed.
-    pub fn failure(mut self) {
+    pub(crate) fn failure(mut self) {
         self.settled = true;
         self.breaker.settle(self.generation, Verdict::Failure);
     }
@@ -323,14 +301,14 @@ impl Permit<'_> {
     /// fault (the batch's deadline ran out while it was waiting its turn):
     /// frees the permit without a verdict, so it neither opens nor closes
     /// the breaker. Counted in [`BreakerSnapshot::abandoned`].
-    pub fn abandon(mut self) {
+    pub(crate) fn abandon(mut self) {
         self.settled = true;
         self.breaker.settle(self.generation, Verdict::Abandoned);
     }
 
     /// Whether this is a half-open probe, whose outcome decides whether the
     /// breaker closes.
-    pub fn is_probe(&self) -> bool {
+    pub(crate) fn is_probe(&self) -> bool {
         self.probe
     }
 }

@@ -39,14 +39,14 @@ impl fmt::Display for BreakerState {
 /// [`CircuitBreaker::on_transition`](super::CircuitBreaker::on_transition).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct Transition {
+pub(crate) struct Transition {
     /// The state left.
-    pub from: BreakerState,
+    pub(crate) from: BreakerState,
     /// The state entered.
-    pub to: BreakerState,
+    pub(crate) to: BreakerState,
     /// When it happened. For open → half-open this is when the recovery
     /// timeout ran out, even if the breaker noticed later.
-    pub at: Instant,
+    pub(crate) at: Instant,
 }
 
 /// Counters and state of a breaker at one moment, all taken together
@@ -55,32 +55,32 @@ pub struct Transition {
 /// Counters are totals since the breaker was created; they are never reset.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct BreakerSnapshot {
+pub(crate) struct BreakerSnapshot {
     /// The state.
-    pub state: BreakerState,
+    pub(crate) state: BreakerState,
     /// Calls admitted (permits handed out).
-    pub calls: u64,
+    pub(crate) calls: u64,
     /// Admitted calls that reported success.
-    pub successes: u64,
+    pub(crate) successes: u64,
     /// Admitted calls that reported failure, cancelled ones included.
-    pub failures: u64,
+    pub(crate) failures: u64,
     /// Of the failures, permits dropped without a verdict (cancelled or
     /// panicked calls).
-    pub cancelled: u64,
+    pub(crate) cancelled: u64,
     /// Admitted calls released without a verdict (see
     /// [`Permit::abandon`](super::Permit::abandon)); neither successes nor
     /// failures.
-    pub abandoned: u64,
+    pub(crate) abandoned: u64,
     /// Admitted calls with no verdict yet.
-    pub in_flight: u64,
+    pub(crate) in_flight: u64,
     /// Calls refused without being made.
-    pub short_circuited: u64,
+    pub(crate) short_circuited: u64,
     /// How many times the breaker has opened (from closed or half-open).
-    pub times_opened: u64,
+    pub(crate) times_opened: u64,
     /// When the state last changed; the breaker's creation if it never has.
-    pub last_state_change: Instant,
+    pub(crate) last_state_change: Instant,
     /// When the last failure was reported.
-    pub last_failure: Option<Instant>,
+    pub(crate) last_failure: Option<Instant>,
     /// While open: when it turns half-open.
-    pub open_until: Option<Instant>,
+    pub(crate) open_until: Option<Instant>,
 }

@@ -86,8 +86,9 @@ fn histogram() -> Histogram<u64> {
 }
 
 impl EnricherMetrics {
-    /// Counters for the enricher called `name`.
-    pub fn new(name: &str) -> Self {
+    /// Counters for the enricher called `name`, registered with the
+    /// `metrics` facade under the label `enricher = name`.
+    pub(crate) fn new(name: &str) -> Self {
         let label = ("enricher", name.to_owned());
         let c = |n: &'static str| metrics::counter!(n, std::slice::from_ref(&label));
         FacadeHandles {
@@ -185,6 +186,8 @@ impl EnricherMetrics {
             failures: ld(&self.failures),
             timeouts: ld(&self.timeouts),
             short_circuits: ld(&self.short_circuits),
+            // Filled in by whoever holds the breaker too.
+            breaker_opens: 0,
             cache_hits: ld(&self.cache_hits),
             cache_misses: ld(&self.cache_misses),
             negative_hits: ld(&self.negative_hits),
@@ -245,6 +248,8 @@ pub struct EnricherStats {
     pub timeouts: u64,
     /// Calls not made because the circuit was open.
     pub short_circuits: u64,
+    /// How many times the circuit breaker has opened.
+    pub breaker_opens: u64,
     /// Keys found fresh in the cache.
     pub cache_hits: u64,
     /// Keys not in the cache.

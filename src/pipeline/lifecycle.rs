@@ -4,7 +4,7 @@
 //! that fails does not stop the pipeline: it is reported down, its events
 //! carry an `unavailable` error, and its start-up is retried in the
 //! background with exponential backoff until it succeeds — unless it was
-//! marked [`required`](EnricherOptions::required), in which case `init`
+//! marked [`required`](crate::enrich::EnricherOptions::required), in which case `init`
 //! fails naming it. Health checks run periodically; health is computed from
 //! the last check and the circuit breaker, so it recovers by itself when the
 //! dependency does.
@@ -18,110 +18,8 @@ use tokio::sync::watch;
 
 use super::stage::AsyncSlot;
 use crate::error::InitError;
-use crate::metrics::EnricherMetrics;
+use crate::observe::{EnricherHealth, EnricherMetrics, EnricherStats, HealthStatus};
 use crate::resilience::breaker::{BreakerConfig, BreakerState, CircuitBreaker};
-
-/// How the pipeline treats one async enricher.
-///
-/// | setting | default |
-/// | --- | --- |
-/// | [`call_timeout`](EnricherOptions::call_timeout) | 500 ms |
-/// | [`depends_on`](EnricherOptions::depends_on) | none |
-/// | [`required`](EnricherOptions::required) | no |
-/// | [`breaker`](EnricherOptions::breaker) | [`BreakerConfig::default`] |
-#[derive(Debug, Clone)]
-pub struct EnricherOptions {
-    pub(crate) call_timeout: Duration,
-    pub(crate) depends_on: Vec<String>,
-    pub(crate) required: bool,
-    pub(crate) breaker: BreakerConfig,
-}
-
-impl Default for EnricherOptions {
-    fn default() -> Self {
-        EnricherOptions {
-            call_timeout: Duration::from_millis(500),
-            depends_on: Vec::new(),
-            required: false,
-            breaker: BreakerConfig::default(),
-        }
-    }
-}
-
-impl EnricherOptions {
-    /// The defaults.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Longest one external call may take (also capped by the batch
-    /// deadline).
-    pub fn call_timeout(mut self, timeout: Duration) -> Self {
-        self.call_timeout = timeout;
-        self
-    }
-
-    /// Runs this enricher after the async enricher called `name`, seeing its
-    /// fields.
-    pub fn depends_on(mut self, name: impl Into<String>) -> Self {
-        self.depends_on.push(name.into());
-        self
-    }
-
-    /// Makes `init` fail when this enricher cannot start, instead of
-    /// retrying it in the background.
-    pub fn required(mut self) -> Self {
-        self.required = true;
-        self
-    }
-
-    /// The circuit breaker guarding this enricher's external calls.
-    pub fn breaker(mut self, config: BreakerConfig) -> Self {
-        self.breaker = config;
-        self
-    }
-}
-
-/// Whether an async enricher is doing its job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum HealthStatus {
-    /// Started, last health check passed, circuit closed.
-    Up,
-    /// Started and the last health check passed, but the circuit is open
-    /// or half-open: calls are failing or being probed.
-    Degraded,
-    /// Not started (start-up failed; retrying) or the last health check
-    /// failed.
-    Down,
-}
-
-impl HealthStatus {
-    /// `up`, `degraded` or `down`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            HealthStatus::Up => "up",
-            HealthStatus::Degraded => "degraded",
-            HealthStatus::Down => "down",
-        }
-    }
-}
-
-/// One async enricher's health, from [`Guard::health`](crate::Guard::health).
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub struct EnricherHealth {
-    /// The enricher's name.
-    pub name: String,
-    /// Up, degraded or down.
-    pub status: HealthStatus,
-    /// The circuit breaker's state.
-    pub breaker: BreakerState,
-    /// The last start-up or health-check error, if the last attempt failed.
-    pub last_error: Option<String>,
-    /// When the last health check (or start-up attempt) finished.
-    pub last_check: Option<SystemTime>,
-}
 
 #[derive(Debug, Default)]
 struct CheckState {
@@ -179,6 +77,13 @@ impl EnricherHandle {
     fn set_started(&self) {
         self.record(Ok(()));
         self.started.store(true, Ordering::Release);
+    }
+
+    /// The enricher's counters, with its breaker's.
+    pub(crate) fn stats(&self) -> EnricherStats {
+        let mut stats = self.metrics.snapshot();
+        stats.breaker_opens = self.breaker.snapshot().times_opened;
+        stats
     }
 
     pub(crate) fn health(&self) -> EnricherHealth {

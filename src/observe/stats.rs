@@ -29,7 +29,7 @@ pub struct Stats {
     /// Per-sink detail, in the order the sinks were added.
     pub sinks: Vec<SinkStats>,
     /// Per-async-enricher counters and latency, in declared order.
-    pub enrichers: Vec<crate::metrics::EnricherStats>,
+    pub enrichers: Vec<super::EnricherStats>,
 }
 
 /// One sink's counters.
@@ -60,7 +60,7 @@ pub struct ShutdownReport {
     /// The deadline passed before the queue was drained.
     pub timed_out: bool,
     /// Each async enricher's counters at the end, in declared order.
-    pub enrichers: Vec<crate::metrics::EnricherStats>,
+    pub enrichers: Vec<super::EnricherStats>,
 }
 
 #[derive(Debug, Default)]

@@ -13,7 +13,7 @@ use std::time::Duration;
 use moka::Expiry;
 use tokio::time::Instant;
 
-use crate::enrich::Key;
+use super::Key;
 use crate::event::Value;
 
 /// Longer than any process lives; keeps moka's clock arithmetic in range.
@@ -69,7 +69,7 @@ pub(crate) enum Cached {
     Miss,
 }
 
-/// Cache settings; see [`LookupEnricherBuilder`](crate::enrich::LookupEnricherBuilder).
+/// Cache settings; see [`LookupEnricherBuilder`](super::LookupEnricherBuilder).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct CacheConfig {
     pub(crate) ttl: Duration,

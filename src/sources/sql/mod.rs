@@ -22,7 +22,7 @@
 //! Key types must match the key column: integer keys (`user_id = 42`) for
 //! integer columns, string keys for text columns. A string `"42"` does not
 //! find an integer `42` (it is cached as not found); convert it with
-//! [`key_fn`](crate::enrich::LookupEnricherBuilder::key_fn) or cast in the
+//! [`key_fn`](crate::lookup::LookupEnricherBuilder::key_fn) or cast in the
 //! query (`WHERE id::text = ANY($1)`).
 //!
 //! The database URL is never written to a log record, an error message or a
@@ -38,9 +38,10 @@ use serde_json::Map;
 use sqlx::{AssertSqlSafe, Column, ConnectOptions, Row, TypeInfo, ValueRef};
 use tokio::sync::OnceCell;
 
-use super::async_enricher::EnrichError;
-use super::lookup::{Found, Key, Lookup};
+use crate::enrich::EnrichError;
+use crate::error::ConfigError;
 use crate::event::Value;
+use crate::lookup::{Found, Key, Lookup};
 
 /// Pool settings for a [`SqlLookup`].
 ///
@@ -131,18 +132,6 @@ enum Pool {
     Sqlite(sqlx::SqlitePool),
 }
 
-/// Why a [`SqlLookup`] could not be configured.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SqlConfigError(String);
-
-impl fmt::Display for SqlConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for SqlConfigError {}
-
 /// Configures a [`SqlLookup`].
 #[derive(Clone)]
 pub struct SqlLookupBuilder {
@@ -168,7 +157,8 @@ impl fmt::Debug for SqlLookupBuilder {
 /// A [`Lookup`] that runs one query per batch of keys on a connection pool.
 ///
 /// ```no_run
-/// use fapilog::enrich::{LookupEnricher, SqlLookup};
+/// use fapilog::lookup::LookupEnricher;
+/// use fapilog::sources::SqlLookup;
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let users = SqlLookup::builder("postgres://app@localhost/app")
@@ -204,7 +194,7 @@ impl fmt::Debug for SqlLookup {
 
 /// The URL with its password (and password-like query parameters) hidden.
 pub(crate) fn redact_url(url: &str) -> String {
-    crate::redact::url(url, crate::redact::Query::HidePasswords)
+    crate::enrich::redact::url(url, crate::enrich::redact::Query::HidePasswords)
 }
 
 impl SqlLookup {
@@ -271,16 +261,16 @@ impl SqlLookupBuilder {
     }
 
     /// Checks the settings. Connecting happens at the enricher's start-up.
-    pub fn build(self) -> Result<SqlLookup, SqlConfigError> {
+    pub fn build(self) -> Result<SqlLookup, ConfigError> {
         let backend = backend_of(&self.url)?;
         let query = self.query.ok_or_else(|| {
-            SqlConfigError("sql lookup needs a query: call `.query(\"SELECT … WHERE id = ANY($1)\")` (PostgreSQL) or `.query(\"SELECT … WHERE id IN ({keys})\")` (MySQL, SQLite)".to_owned())
+            ConfigError::msg("sql lookup needs a query: call `.query(\"SELECT … WHERE id = ANY($1)\")` (PostgreSQL) or `.query(\"SELECT … WHERE id IN ({keys})\")` (MySQL, SQLite)".to_owned())
         })?;
         match backend {
             #[cfg(feature = "postgres")]
             Backend::Postgres => {
                 if !query.contains("$1") || query.contains("{keys}") {
-                    return Err(SqlConfigError(format!(
+                    return Err(ConfigError::msg(format!(
                         "postgresql lookup query must bind the keys as one array parameter, `= ANY($1)`; got {query:?}"
                     )));
                 }
@@ -288,14 +278,14 @@ impl SqlLookupBuilder {
             #[allow(unreachable_patterns)]
             _ => {
                 if !query.contains("{keys}") {
-                    return Err(SqlConfigError(format!(
+                    return Err(ConfigError::msg(format!(
                         "mysql and sqlite lookup queries must contain `IN ({{keys}})`, which becomes one bound parameter per key; got {query:?}"
                     )));
                 }
             }
         }
         if self.pool.max_connections == 0 || self.pool.min_connections > self.pool.max_connections {
-            return Err(SqlConfigError(format!(
+            return Err(ConfigError::msg(format!(
                 "pool needs 1 <= max_connections and min_connections <= max_connections; got min {} max {}",
                 self.pool.min_connections, self.pool.max_connections
             )));
@@ -313,7 +303,7 @@ impl SqlLookupBuilder {
     }
 }
 
-fn backend_of(url: &str) -> Result<Backend, SqlConfigError> {
+fn backend_of(url: &str) -> Result<Backend, ConfigError> {
     let scheme = url.split(':').next().unwrap_or("");
     match scheme {
         #[cfg(feature = "postgres")]
@@ -322,7 +312,7 @@ fn backend_of(url: &str) -> Result<Backend, SqlConfigError> {
         "mysql" | "mariadb" => Ok(Backend::MySql),
         #[cfg(feature = "sqlite")]
         "sqlite" => Ok(Backend::Sqlite),
-        other => Err(SqlConfigError(format!(
+        other => Err(ConfigError::msg(format!(
             "unsupported database url scheme {other:?} in {}: expected postgres://, mysql://, mariadb:// or sqlite: (each needs its cargo feature: `postgres`, `mysql`, `sqlite`)",
             redact_url(url)
         ))),

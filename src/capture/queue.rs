@@ -17,7 +17,26 @@ use crossbeam_utils::Backoff;
 use tokio::sync::Notify;
 
 use crate::event::Event;
-use crate::pipeline::Overflow;
+use crate::resilience::deadline::after_std;
+
+/// What a log call does when the queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Overflow {
+    /// Wait for room, up to the block timeout, then drop (counted). When the
+    /// worker runs on an application runtime, a log call made on a
+    /// current-thread runtime never waits: it drops at once, since that
+    /// thread may be the one the worker needs to make room. Once a
+    /// wait has timed out, later calls drop at once until the worker makes
+    /// progress again, so a stuck sink costs one timeout, not one per call.
+    #[default]
+    Block,
+    /// Drop the event being logged (counted).
+    DropNewest,
+    /// Make room by dropping the oldest queued event (counted).
+    DropOldest,
+}
 
 pub(crate) struct Queue {
     q: ArrayQueue<Event>,
@@ -167,10 +186,7 @@ impl Queue {
     }
 
     fn wait_for_room(&self, mut event: Event) {
-        let now = Instant::now();
-        let deadline = now
-            .checked_add(self.block_timeout)
-            .unwrap_or_else(|| now + Duration::from_secs(30 * 365 * 86_400));
+        let deadline = after_std(Instant::now(), self.block_timeout);
         let backoff = Backoff::new();
         loop {
             // Closed while we waited: the worker may already be gone.

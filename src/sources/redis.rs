@@ -62,9 +62,10 @@ use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{RedisError, RedisResult};
 use serde_json::Map;
 
-use super::async_enricher::EnrichError;
-use super::lookup::{Found, Key, Lookup};
+use crate::enrich::EnrichError;
+use crate::error::ConfigError;
 use crate::event::Value;
+use crate::lookup::{Found, Key, Lookup};
 
 /// How a `GET`-mode value (a Redis string) becomes the enriched value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -91,18 +92,6 @@ enum Mode {
     Get(ValueFormat),
     HGetAll,
 }
-
-/// Why a [`RedisLookup`] could not be configured.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RedisConfigError(String);
-
-impl fmt::Display for RedisConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for RedisConfigError {}
 
 /// Configures a [`RedisLookup`].
 ///
@@ -153,7 +142,8 @@ impl fmt::Debug for RedisLookupBuilder {
 /// pipeline).
 ///
 /// ```no_run
-/// use fapilog::enrich::{LookupEnricher, RedisLookup, ValueFormat};
+/// use fapilog::lookup::LookupEnricher;
+/// use fapilog::sources::{RedisLookup, ValueFormat};
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// // `SET user:42 '{"name":"Ada","tier":"gold"}'` in Redis.
@@ -305,17 +295,17 @@ impl RedisLookupBuilder {
     }
 
     /// Checks the settings. Connecting happens at the enricher's start-up.
-    pub fn build(self) -> Result<RedisLookup, RedisConfigError> {
+    pub fn build(self) -> Result<RedisLookup, ConfigError> {
         // Parses the URL without connecting. The crate's parse errors do not
         // repeat the URL; the one we add is redacted.
         let client = ::redis::Client::open(self.url.as_str()).map_err(|e| {
-            RedisConfigError(format!(
+            ConfigError::msg(format!(
                 "bad redis url {}: {e} (expected redis://[user][:password@]host[:port][/db] or redis+unix:///path)",
                 redact_url(&self.url)
             ))
         })?;
         if !self.template.contains("{key}") {
-            return Err(RedisConfigError(format!(
+            return Err(ConfigError::msg(format!(
                 "redis key template must contain `{{key}}`, which becomes the lookup key (e.g. \"user:{{key}}\"); got {:?}",
                 self.template
             )));
@@ -325,7 +315,7 @@ impl RedisLookupBuilder {
             ("response_timeout", self.response_timeout),
         ] {
             if d.is_zero() {
-                return Err(RedisConfigError(format!("redis {name} must not be zero")));
+                return Err(ConfigError::msg(format!("redis {name} must not be zero")));
             }
         }
         let manager_config = ConnectionManagerConfig::new()
@@ -352,7 +342,7 @@ impl RedisLookupBuilder {
 /// Hides passwords: `scheme://user:password@host` → `scheme://user:***@host`,
 /// and `pass=…`/`password=…` query parameters (unix-socket URLs).
 fn redact_url(url: &str) -> String {
-    crate::redact::url(url, crate::redact::Query::HidePasswords)
+    crate::enrich::redact::url(url, crate::enrich::redact::Query::HidePasswords)
 }
 
 fn connect_error(url: &str, e: RedisError) -> EnrichError {

@@ -3,7 +3,7 @@
 //!
 //! Why a lookup of its own rather than an enricher calling `reqwest`: an API
 //! answering "who is user 42" is exactly the shape
-//! [`LookupEnricher`](crate::enrich::LookupEnricher) already optimises — a
+//! [`LookupEnricher`](crate::lookup::LookupEnricher) already optimises — a
 //! few hot keys, cold ones trickling in — so the cache, the negative cache,
 //! single-flight, batching, the call timeout and the circuit breaker all
 //! apply unchanged; this module only has to turn keys into requests and
@@ -17,7 +17,7 @@
 //! | batch ([`batch_url`](HttpLookupBuilder::batch_url)) | one `POST` per fetch with the body `{"keys": [...]}` (integer keys stay numbers) | a JSON object `{"<key>": value, ...}`; keys left out were not found |
 //!
 //! The JSON value is what the
-//! [`LookupEnricher`](crate::enrich::LookupEnricher) merges under its name.
+//! [`LookupEnricher`](crate::lookup::LookupEnricher) merges under its name.
 //!
 //! ## Outcomes
 //!
@@ -42,7 +42,7 @@
 //! In per-key mode the first failing request fails the whole fetch (and
 //! every key in it, with that request's error): [`Found`] cannot say "this
 //! key failed". Where one key's failure must not affect the others, set
-//! [`max_batch(1)`](crate::enrich::LookupEnricherBuilder::max_batch) on the
+//! [`max_batch(1)`](crate::lookup::LookupEnricherBuilder::max_batch) on the
 //! enricher so each key is a fetch (and a breaker call) of its own.
 //!
 //! Keys are percent-encoded (every byte but `A-Z a-z 0-9 - . _ ~`), so a key
@@ -85,9 +85,10 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Client, Response, StatusCode, Url};
 
-use super::async_enricher::EnrichError;
-use super::lookup::{Found, Key, Lookup};
+use crate::enrich::EnrichError;
+use crate::error::ConfigError;
 use crate::event::Value;
+use crate::lookup::{Found, Key, Lookup};
 
 /// Bytes left as they are in a key; everything else is percent-encoded.
 const KEY_SET: &AsciiSet = &NON_ALPHANUMERIC
@@ -97,18 +98,6 @@ const KEY_SET: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'~');
 
 const KEY_PLACEHOLDER: &str = "{key}";
-
-/// Why an [`HttpLookup`] could not be configured.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HttpConfigError(String);
-
-impl fmt::Display for HttpConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for HttpConfigError {}
 
 /// Client settings of an [`HttpLookup`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -186,7 +175,8 @@ impl fmt::Debug for HttpLookupBuilder {
 ///
 /// ```no_run
 /// use std::time::Duration;
-/// use fapilog::enrich::{HttpLookup, LookupEnricher};
+/// use fapilog::lookup::LookupEnricher;
+/// use fapilog::sources::HttpLookup;
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let users = HttpLookup::builder("https://users.internal/v1/users/{key}")
@@ -244,7 +234,7 @@ impl fmt::Debug for RedactedHeaders<'_> {
 
 /// `scheme://user:password@host/path?query` → `scheme://user:***@host/path?…`.
 fn redact_url(url: &str) -> String {
-    crate::redact::url(url, crate::redact::Query::Hide)
+    crate::enrich::redact::url(url, crate::enrich::redact::Query::Hide)
 }
 
 /// The per-key URL, split around its `{key}` placeholders.
@@ -256,9 +246,9 @@ struct UrlTemplate {
 }
 
 impl UrlTemplate {
-    fn parse(template: &str) -> Result<Self, HttpConfigError> {
+    fn parse(template: &str) -> Result<Self, ConfigError> {
         if !template.contains(KEY_PLACEHOLDER) {
-            return Err(HttpConfigError(format!(
+            return Err(ConfigError::msg(format!(
                 "http lookup url {} has no `{{key}}` placeholder: write where the key goes, e.g. \"https://api.example/users/{{key}}\"",
                 redact_url(template)
             )));
@@ -292,15 +282,15 @@ impl UrlTemplate {
     }
 }
 
-fn check_url(what: &str, url: &str) -> Result<Url, HttpConfigError> {
+fn check_url(what: &str, url: &str) -> Result<Url, ConfigError> {
     let parsed = Url::parse(url).map_err(|e| {
-        HttpConfigError(format!(
+        ConfigError::msg(format!(
             "http lookup {what} {} is not a valid url: {e}",
             redact_url(url)
         ))
     })?;
     if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
-        return Err(HttpConfigError(format!(
+        return Err(ConfigError::msg(format!(
             "http lookup {what} {} must be an http:// or https:// url with a host",
             redact_url(url)
         )));
@@ -663,9 +653,9 @@ impl HttpLookupBuilder {
     }
 
     /// Checks the settings. The client is built at the enricher's start-up.
-    pub fn build(self) -> Result<HttpLookup, HttpConfigError> {
+    pub fn build(self) -> Result<HttpLookup, ConfigError> {
         if let Some(e) = self.errors.into_iter().next() {
-            return Err(HttpConfigError(e));
+            return Err(ConfigError::msg(e));
         }
         let template = UrlTemplate::parse(&self.template)?;
         let batch_url = self
@@ -680,13 +670,13 @@ impl HttpLookupBuilder {
             .transpose()?;
         let s = self.settings;
         if s.concurrency == 0 || s.max_response_bytes == 0 {
-            return Err(HttpConfigError(format!(
+            return Err(ConfigError::msg(format!(
                 "http lookup needs concurrency >= 1 and max_response_bytes >= 1; got {} and {}",
                 s.concurrency, s.max_response_bytes
             )));
         }
         if s.timeout.is_zero() || s.connect_timeout.is_zero() {
-            return Err(HttpConfigError(
+            return Err(ConfigError::msg(
                 "http lookup timeouts must not be zero".to_owned(),
             ));
         }
@@ -694,7 +684,7 @@ impl HttpLookupBuilder {
         let mut forward_headers = Vec::with_capacity(self.forward.len());
         for (field, header) in self.forward {
             let name = HeaderName::from_bytes(header.as_bytes()).map_err(|_| {
-                HttpConfigError(format!(
+                ConfigError::msg(format!(
                     "http lookup forwards field {field:?} as {header:?}, which is not a valid header name"
                 ))
             })?;

@@ -13,12 +13,11 @@ use std::sync::Arc;
 use futures_util::FutureExt;
 use tokio::time::Instant;
 
-use super::Enricher;
-use super::async_enricher::{DynAsyncEnricher, EnrichContext, Patch};
-use super::lifecycle::{EnricherHandle, EnricherOptions};
+use super::lifecycle::EnricherHandle;
+use crate::enrich::{DynAsyncEnricher, EnrichContext, Enricher, EnricherOptions, Patch};
 use crate::error::InitError;
 use crate::event::Event;
-use crate::metrics::Counter;
+use crate::observe::Counter;
 
 /// One async enricher as registered with the pipeline.
 pub(crate) struct AsyncSlot {
@@ -233,13 +232,13 @@ async fn run_one(
         // failure, so no call and nothing held against its breaker.
         return Outcome::Failed("timeout".into());
     }
-    let ctx = EnrichContext {
-        metrics: handle.metrics.clone(),
-        breaker: handle.breaker.clone(),
-        call_timeout: slot.opts.call_timeout,
+    let ctx = EnrichContext::new(
+        handle.metrics.clone(),
+        handle.breaker.clone(),
+        slot.opts.call_timeout,
         deadline,
         budget,
-    };
+    );
     let mut patches = vec![Patch::default(); events.len()];
     if slot.enricher.guards_own_calls() {
         let fut = AssertUnwindSafe(slot.enricher.enrich(events, &mut patches, &ctx)).catch_unwind();

@@ -10,11 +10,13 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::{Sink, SinkError, json};
+use super::format::{json, rfc3339};
+use super::{Sink, SinkError};
 use crate::event::Event;
 
 /// When a [`FileSink`] starts a new file regardless of size.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Rotation {
     /// Only by size (or never, without a size limit).
@@ -147,7 +149,7 @@ impl FileSink {
     fn rotate(&mut self, now: SystemTime) -> io::Result<()> {
         self.file.flush()?;
         let mut stamp = String::with_capacity(22);
-        let ts = json::rfc3339(now);
+        let ts = rfc3339(now);
         // 2026-11-27T08:03:59.123456Z -> 20261127T080359.123456
         for c in ts.chars().filter(|c| !matches!(c, '-' | ':' | 'Z')) {
             stamp.push(c);

@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use tracing::Level;
 
-use super::json;
+use super::write_rfc3339;
 use crate::event::{Event, Value};
 
 const RESET: &str = "\x1b[0m";
@@ -29,7 +29,7 @@ pub(crate) fn write_event(buf: &mut Vec<u8>, e: &Event, color: bool) {
         ("", "", "")
     };
     let mut ts = Vec::with_capacity(27);
-    json::write_rfc3339(&mut ts, e.timestamp);
+    write_rfc3339(&mut ts, e.timestamp);
     s.push_str(dim);
     s.push_str(std::str::from_utf8(&ts).unwrap_or(""));
     s.push_str(reset);

@@ -1,0 +1,217 @@
+//! Capture: everything that runs on the caller's thread.
+//!
+//! The [`FapilogLayer`] does the least it can inside the application's log
+//! call: copy the fields into an owned [`Event`], take a reference to each
+//! enclosing span's already-captured fields, and push the event onto the
+//! bounded [queue](queue) under its overflow policy. Formatting, enrichment
+//! and I/O happen on the pipeline's worker.
+//!
+//! The queue lives here, not in `pipeline`, because its push side — the
+//! overflow policy and any bounded wait for room — is part of the log call;
+//! the pipeline only drains it. That keeps dependencies one way: the
+//! pipeline builds the layer, the layer knows nothing of the pipeline.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tracing::span::{Attributes, Id, Record};
+use tracing::{Metadata, Subscriber};
+use tracing_log::NormalizeEvent;
+use tracing_subscriber::layer::Context;
+use tracing_subscriber::registry::LookupSpan;
+
+use crate::event::{Event, SpanRecord};
+
+pub(crate) mod filter;
+pub(crate) mod queue;
+mod suppress;
+mod visit;
+
+pub use queue::Overflow;
+pub(crate) use suppress::{Suppressed, mark_pipeline_thread, spawn_suppressed};
+
+use queue::Queue;
+use suppress::{is_suppressed, suppressed};
+use visit::FieldVisitor;
+
+/// The `tracing` layer that feeds a pipeline.
+///
+/// [`Builder::build`](crate::Builder::build) returns it with its
+/// [`Guard`](crate::Guard); compose it like any other layer, with the
+/// filter of your choice:
+///
+/// ```
+/// use tracing_subscriber::{EnvFilter, Layer, layer::SubscriberExt};
+///
+/// # fn main() -> Result<(), fapilog::InitError> {
+/// let (layer, guard) = fapilog::builder().build()?;
+/// let subscriber = tracing_subscriber::registry()
+///     .with(layer.with_filter(EnvFilter::new("info,my_crate=debug")));
+/// tracing::subscriber::with_default(subscriber, || {
+///     tracing::info!(answer = 42, "composed by hand");
+///     tracing::debug!("filtered out");
+/// });
+/// assert_eq!(guard.shutdown_blocking().emitted, 1);
+/// # Ok(()) }
+/// ```
+///
+/// It has no filter of its own: unfiltered, it captures every event. Two
+/// fapilog layers may share one subscriber (each feeds its own pipeline),
+/// and it composes with `fmt::layer()` and `tracing-opentelemetry`'s layer.
+pub struct FapilogLayer {
+    queue: Arc<Queue>,
+}
+
+impl fmt::Debug for FapilogLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FapilogLayer")
+            .field("queue_len", &self.queue.len())
+            .finish()
+    }
+}
+
+impl FapilogLayer {
+    pub(crate) fn new(queue: Arc<Queue>) -> Self {
+        FapilogLayer { queue }
+    }
+}
+
+thread_local! {
+    static THREAD: ThreadInfo = ThreadInfo::current();
+}
+
+struct ThreadInfo {
+    name: Option<Arc<str>>,
+    id: u64,
+}
+
+impl ThreadInfo {
+    fn current() -> Self {
+        let t = std::thread::current();
+        // `ThreadId::as_u64` is unstable; its debug form is `ThreadId(N)`.
+        let dbg = format!("{:?}", t.id());
+        let id = dbg
+            .trim_start_matches("ThreadId(")
+            .trim_end_matches(')')
+            .parse()
+            .unwrap_or(0);
+        ThreadInfo {
+            name: t.name().map(Arc::from),
+            id,
+        }
+    }
+}
+
+/// The captured fields of a span, kept in its registry extensions. One
+/// record serves every fapilog layer of the subscriber: the fields of a
+/// span do not depend on which layer reads them.
+struct SpanFields(Arc<SpanRecord>);
+
+impl<S> tracing_subscriber::Layer<S> for FapilogLayer
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else { return };
+        if span.extensions().get::<SpanFields>().is_some() {
+            // Another fapilog layer of this subscriber captured it already.
+            return;
+        }
+        let mut visitor = FieldVisitor::new(false);
+        attrs.record(&mut visitor);
+        let record = SpanRecord {
+            name: attrs.metadata().name(),
+            fields: visitor.fields,
+        };
+        span.extensions_mut().replace(SpanFields(Arc::new(record)));
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else { return };
+        let mut visitor = FieldVisitor::new(false);
+        values.record(&mut visitor);
+        let mut ext = span.extensions_mut();
+        if let Some(SpanFields(record)) = ext.get_mut::<SpanFields>() {
+            // With two fapilog layers this runs twice; replacing a value by
+            // name makes the second run a no-op.
+            let record = Arc::make_mut(record);
+            for (k, v) in visitor.fields {
+                match record.fields.iter_mut().find(|(name, _)| *name == k) {
+                    Some(slot) => slot.1 = v,
+                    None => record.fields.push((k, v)),
+                }
+            }
+        }
+    }
+
+    fn on_event(&self, event: &tracing::Event<'_>, ctx: Context<'_, S>) {
+        if is_suppressed() {
+            return;
+        }
+        suppressed(|| {
+            let captured = capture(event, &ctx);
+            self.queue.push(captured);
+        });
+    }
+}
+
+fn capture<S>(event: &tracing::Event<'_>, ctx: &Context<'_, S>) -> Event
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    let timestamp = SystemTime::now();
+    let meta: &'static Metadata<'static> = event.metadata();
+    // Records bridged from the `log` crate carry their real location in
+    // `log.*` fields; normalize them and leave those fields out.
+    let normalized = event.normalized_metadata();
+    let is_log = normalized.is_some();
+    let mut visitor = FieldVisitor::with_capacity(is_log, meta.fields().len());
+    event.record(&mut visitor);
+
+    let (target, module_path, file, line) = match &normalized {
+        Some(n) => (
+            Cow::Owned(n.target().to_owned()),
+            n.module_path().map(|m| Cow::Owned(m.to_owned())),
+            n.file().map(|f| Cow::Owned(f.to_owned())),
+            n.line(),
+        ),
+        None => (
+            Cow::Borrowed(meta.target()),
+            meta.module_path().map(Cow::Borrowed),
+            meta.file().map(Cow::Borrowed),
+            meta.line(),
+        ),
+    };
+
+    // With a per-layer filter, the scope holds only the spans this layer's
+    // filter enables.
+    let mut spans = Vec::new();
+    if let Some(scope) = ctx.event_scope(event) {
+        spans.reserve(4);
+        for span in scope.from_root() {
+            if let Some(SpanFields(record)) = span.extensions().get::<SpanFields>() {
+                spans.push(record.clone());
+            }
+        }
+    }
+
+    let (thread_name, thread_id) = THREAD.with(|t| (t.name.clone(), t.id));
+
+    Event {
+        timestamp,
+        level: *meta.level(),
+        target,
+        module_path,
+        file,
+        line,
+        message: visitor.message,
+        fields: visitor.fields,
+        spans,
+        thread_name,
+        thread_id,
+        extra: Vec::new(),
+        errors: Vec::new(),
+    }
+}
