@@ -33,9 +33,9 @@ use std::time::{Duration, Instant};
 use criterion::Criterion;
 use fapilog::{Event, Overflow, Sink, SinkError};
 use tracing::Dispatch;
+use tracing_subscriber::Layer;
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::Layer;
 
 const QUEUE: usize = 128_000;
 

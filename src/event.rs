@@ -116,6 +116,7 @@ impl Event {
     }
 
     /// Adds an event field, as if it had been given to the log macro.
+    #[must_use]
     pub fn with_field(mut self, name: impl Into<FieldName>, value: impl Into<Value>) -> Self {
         self.fields.push((name.into(), value.into()));
         self

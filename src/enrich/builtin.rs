@@ -17,6 +17,7 @@ impl StaticFields {
     }
 
     /// Adds one field.
+    #[must_use]
     pub fn field(mut self, name: impl Into<FieldName>, value: impl Into<Value>) -> Self {
         self.fields.push((name.into(), value.into()));
         self

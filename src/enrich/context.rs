@@ -75,6 +75,7 @@ impl EnrichContext {
     /// assert_eq!(ctx.stats().fetches, 1);
     /// # }
     /// ```
+    #[must_use]
     pub fn detached(name: &str) -> Self {
         let breaker = CircuitBreaker::new(BreakerConfig::default())
             .unwrap_or_else(|_| unreachable!("the default breaker settings are valid"));
@@ -97,12 +98,14 @@ impl EnrichContext {
     }
 
     /// This context with another call timeout.
+    #[must_use]
     pub fn with_call_timeout(mut self, timeout: Duration) -> Self {
         self.call_timeout = timeout;
         self
     }
 
     /// This context with the batch's deadline `budget` from now.
+    #[must_use]
     pub fn with_budget(mut self, budget: Duration) -> Self {
         self.deadline = after(Instant::now(), budget);
         self.budget = budget;

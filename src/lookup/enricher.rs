@@ -5,13 +5,11 @@
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
-
 use super::cache::{CacheConfig, Cached, LookupCache};
-use super::singleflight::{InFlight, InFlightGuard, Resolution};
+use super::singleflight::{Claim, Leader, Resolution, SingleFlight};
 use super::{Key, Lookup};
 use crate::enrich::{AsyncEnricher, EnrichContext, EnrichError, Patch};
 use crate::event::{Event, Value};
@@ -62,7 +60,7 @@ pub struct LookupEnricher<L> {
     cache: LookupCache,
     max_batch: usize,
     stale_on_error: bool,
-    inflight: InFlight,
+    inflight: SingleFlight,
 }
 
 impl<L> fmt::Debug for LookupEnricher<L> {
@@ -108,6 +106,7 @@ impl<L> fmt::Debug for LookupEnricherBuilder<L> {
 
 impl<L: Lookup> LookupEnricher<L> {
     /// Starts configuring an enricher called `name` over `lookup`.
+    #[must_use]
     pub fn builder(name: impl Into<String>, lookup: L) -> LookupEnricherBuilder<L> {
         LookupEnricherBuilder {
             name: name.into(),
@@ -139,6 +138,7 @@ impl<L: Lookup> LookupEnricherBuilder<L> {
     /// The key is this field of the event, or else of the innermost span
     /// that has it (so a `user_id` recorded on a request span keys every
     /// event logged inside it).
+    #[must_use]
     pub fn key_field(mut self, name: impl Into<Cow<'static, str>>) -> Self {
         self.key = Some(KeySource::Field(name.into()));
         self
@@ -146,6 +146,7 @@ impl<L: Lookup> LookupEnricherBuilder<L> {
 
     /// The key is this field of the innermost span that has it (event
     /// fields are ignored).
+    #[must_use]
     pub fn key_span_field(mut self, name: impl Into<Cow<'static, str>>) -> Self {
         self.key = Some(KeySource::SpanField(name.into()));
         self
@@ -159,6 +160,7 @@ impl<L: Lookup> LookupEnricherBuilder<L> {
 
     /// Writes the found value under this top-level key (default: the
     /// enricher's name).
+    #[must_use]
     pub fn merge_under(mut self, name: impl Into<Cow<'static, str>>) -> Self {
         self.merge = Some(Merge::Under(name.into()));
         self
@@ -167,30 +169,35 @@ impl<L: Lookup> LookupEnricherBuilder<L> {
     /// Writes each field of an object value as `<prefix><field>` at the top
     /// level (a non-object value goes under the prefix without its trailing
     /// `_` or `.`).
+    #[must_use]
     pub fn merge_prefix(mut self, prefix: impl Into<Cow<'static, str>>) -> Self {
         self.merge = Some(Merge::Prefix(prefix.into()));
         self
     }
 
     /// How long a found value is served from the cache.
+    #[must_use]
     pub fn ttl(mut self, ttl: Duration) -> Self {
         self.cache.ttl = ttl;
         self
     }
 
     /// How long "not found" is served from the cache (zero: not cached).
+    #[must_use]
     pub fn negative_ttl(mut self, ttl: Duration) -> Self {
         self.cache.negative_ttl = ttl;
         self
     }
 
     /// The most keys the cache holds.
+    #[must_use]
     pub fn max_entries(mut self, entries: u64) -> Self {
         self.cache.max_entries = entries;
         self
     }
 
     /// The most keys per [`Lookup::fetch`] call.
+    #[must_use]
     pub fn max_batch(mut self, keys: usize) -> Self {
         self.max_batch = keys.max(1);
         self
@@ -198,12 +205,14 @@ impl<L: Lookup> LookupEnricherBuilder<L> {
 
     /// When a refresh fails, serve the expired value for up to `max_stale`
     /// past its TTL.
+    #[must_use]
     pub fn stale_on_error(mut self, max_stale: Duration) -> Self {
         self.cache.max_stale = Some(max_stale);
         self
     }
 
     /// Builds the enricher.
+    #[must_use]
     pub fn build(self) -> LookupEnricher<L> {
         let key = self
             .key
@@ -219,7 +228,7 @@ impl<L: Lookup> LookupEnricherBuilder<L> {
             key,
             merge,
             max_batch: self.max_batch,
-            inflight: Mutex::new(HashMap::new()),
+            inflight: SingleFlight::default(),
         }
     }
 }
@@ -229,16 +238,13 @@ impl<L: Lookup> LookupEnricher<L> {
     /// publishing each key's result to its waiters and the cache.
     async fn fetch_leading(
         &self,
-        leaders: Vec<(Key, watch::Sender<Option<Resolution>>)>,
+        leaders: Vec<(Key, Leader)>,
         context: &HashMap<Key, Vec<Option<Value>>>,
         ctx: &EnrichContext,
     ) -> HashMap<Key, Resolution> {
-        let guard = InFlightGuard {
-            map: &self.inflight,
-            pending: Mutex::new(leaders.iter().map(|(k, _)| k.clone()).collect()),
-        };
+        let guard = self.inflight.guard(leaders.iter().map(|(k, _)| k));
         let guard = &guard;
-        let chunks: Vec<Vec<(Key, watch::Sender<Option<Resolution>>)>> = {
+        let chunks: Vec<Vec<(Key, Leader)>> = {
             let mut chunks = Vec::new();
             let mut it = leaders.into_iter().peekable();
             while it.peek().is_some() {
@@ -368,21 +374,7 @@ impl<L: Lookup> AsyncEnricher for LookupEnricher<L> {
         }
 
         // Single-flight: lead the keys nobody is fetching, wait for the rest.
-        let mut leaders = Vec::new();
-        let mut waiters = Vec::new();
-        {
-            let mut map = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
-            for key in missing {
-                match map.get(&key) {
-                    Some(rx) => waiters.push((key, rx.clone())),
-                    None => {
-                        let (tx, rx) = watch::channel(None);
-                        map.insert(key.clone(), rx);
-                        leaders.push((key, tx));
-                    }
-                }
-            }
-        }
+        let Claim { leaders, waiters } = self.inflight.claim(missing);
         // Context for the keys this call fetches: the first event carrying each.
         let mut context: HashMap<Key, Vec<Option<Value>>> = HashMap::new();
         let fields = self.lookup.context_fields();
@@ -400,14 +392,11 @@ impl<L: Lookup> AsyncEnricher for LookupEnricher<L> {
             ctx.metrics()
                 .count(Counter::SingleflightWait, waiters.len() as u64);
         }
-        let wait_all =
-            futures_util::future::join_all(waiters.into_iter().map(|(key, mut rx)| async move {
-                let r = match rx.wait_for(|v| v.is_some()).await {
-                    Ok(v) => v.clone().unwrap_or_else(|| Err(Arc::from("cancelled"))),
-                    Err(_) => Err(Arc::from("cancelled")),
-                };
-                (key, r)
-            }));
+        let wait_all = futures_util::future::join_all(
+            waiters
+                .into_iter()
+                .map(|(key, waiter)| async move { (key, waiter.wait().await) }),
+        );
         let (led, waited) =
             futures_util::future::join(self.fetch_leading(leaders, &context, ctx), wait_all).await;
         resolved.extend(led);

@@ -133,6 +133,7 @@ impl Builder {
     /// [`Guard::set_filter`]. With [`build`](Builder::build) the layer has
     /// no filter: add your own, as with any layer (the directives given
     /// here are still checked).
+    #[must_use]
     pub fn filter(mut self, directives: impl Into<String>) -> Self {
         self.filter = Some(directives.into());
         self
@@ -141,12 +142,14 @@ impl Builder {
     /// The old name of [`filter`](Builder::filter), which takes
     /// directives, not only a level.
     #[deprecated(since = "0.2.0", note = "use `filter`, which takes directives")]
+    #[must_use]
     pub fn level(self, directives: impl Into<String>) -> Self {
         self.filter(directives)
     }
 
     /// The environment variable whose directives [`init`](Builder::init)
     /// prefers to [`filter`](Builder::filter)'s (default `RUST_LOG`).
+    #[must_use]
     pub fn filter_env_var(mut self, name: impl Into<String>) -> Self {
         self.filter_env_var = Some(name.into());
         self
@@ -154,36 +157,42 @@ impl Builder {
 
     /// Makes [`init`](Builder::init) ignore the environment: only
     /// [`filter`](Builder::filter)'s directives (or `info`) apply.
+    #[must_use]
     pub fn ignore_filter_env(mut self) -> Self {
         self.filter_env_var = None;
         self
     }
 
     /// Events the queue holds before the overflow policy applies.
+    #[must_use]
     pub fn queue_capacity(mut self, events: usize) -> Self {
         self.capacity = events.max(1);
         self
     }
 
     /// What a log call does when the queue is full.
+    #[must_use]
     pub fn overflow(mut self, policy: Overflow) -> Self {
         self.overflow = policy;
         self
     }
 
     /// Longest a log call waits for room under [`Overflow::Block`].
+    #[must_use]
     pub fn block_timeout(mut self, timeout: Duration) -> Self {
         self.block_timeout = timeout;
         self
     }
 
     /// Most events handed to the sinks at once.
+    #[must_use]
     pub fn batch_size(mut self, events: usize) -> Self {
         self.batch_size = events.max(1);
         self
     }
 
     /// How long the worker waits for more events to fill a partial batch.
+    #[must_use]
     pub fn linger(mut self, linger: Duration) -> Self {
         self.linger = linger;
         self
@@ -194,18 +203,21 @@ impl Builder {
     /// (and served from the cache); sinks still receive every event in the
     /// order it was logged. With 1, each batch is written before the next
     /// is enriched, so enrichers see batches strictly in order too.
+    #[must_use]
     pub fn pipeline_depth(mut self, batches: usize) -> Self {
         self.pipeline_depth = batches.max(1);
         self
     }
 
     /// Longest [`Guard::shutdown`] waits for the queue to drain.
+    #[must_use]
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
         self.shutdown_timeout = timeout;
         self
     }
 
     /// Longest dropping the [`Guard`] waits for the queue to drain.
+    #[must_use]
     pub fn drop_timeout(mut self, timeout: Duration) -> Self {
         self.drop_timeout = timeout;
         self
@@ -213,39 +225,46 @@ impl Builder {
 
     /// How often an "events dropped" record (target `fapilog`, fields
     /// `dropped` and `dropped_total`) is written while events are dropped.
+    #[must_use]
     pub fn drop_report_interval(mut self, interval: Duration) -> Self {
         self.drop_report_interval = interval.max(Duration::from_millis(1));
         self
     }
 
     /// Adds `service` to every event.
+    #[must_use]
     pub fn service(self, name: impl Into<String>) -> Self {
         self.static_field("service", name.into())
     }
 
     /// Adds `version` to every event.
+    #[must_use]
     pub fn version(self, version: impl Into<String>) -> Self {
         self.static_field("version", version.into())
     }
 
     /// Adds `environment` to every event.
+    #[must_use]
     pub fn environment(self, env: impl Into<String>) -> Self {
         self.static_field("environment", env.into())
     }
 
     /// Adds a fixed field to every event.
+    #[must_use]
     pub fn static_field(mut self, name: impl Into<FieldName>, value: impl Into<Value>) -> Self {
         self.static_fields = self.static_fields.field(name, value);
         self
     }
 
     /// Adds `hostname` to every event.
+    #[must_use]
     pub fn with_hostname(mut self) -> Self {
         self.hostname = true;
         self
     }
 
     /// Adds `pid` to every event.
+    #[must_use]
     pub fn with_pid(mut self) -> Self {
         self.pid = true;
         self
@@ -253,12 +272,14 @@ impl Builder {
 
     /// Adds a sync enricher; enrichers (sync and async) run in the order
     /// added.
+    #[must_use]
     pub fn enricher(mut self, enricher: impl Enricher) -> Self {
         self.steps.push(Step::Sync(Box::new(enricher)));
         self
     }
 
     /// Adds an async enricher with default [`EnricherOptions`].
+    #[must_use]
     pub fn async_enricher(self, enricher: impl AsyncEnricher) -> Self {
         self.async_enricher_with(enricher, EnricherOptions::default())
     }
@@ -286,6 +307,7 @@ impl Builder {
     /// The most one batch may spend in async enrichment, all enrichers
     /// together; past it, unfinished enrichers' events are written with a
     /// `timeout` error entry.
+    #[must_use]
     pub fn enrich_deadline(mut self, deadline: Duration) -> Self {
         self.enrich_deadline = deadline;
         self
@@ -293,24 +315,28 @@ impl Builder {
 
     /// Whether failed enrichments add an `enrichment_errors` entry to the
     /// event (the event is written either way).
+    #[must_use]
     pub fn enrichment_errors(mut self, on: bool) -> Self {
         self.record_errors = on;
         self
     }
 
     /// Longest each async enricher's start-up (and health check) may take.
+    #[must_use]
     pub fn startup_timeout(mut self, timeout: Duration) -> Self {
         self.lifecycle.startup_timeout = timeout;
         self
     }
 
     /// How often async enrichers' health checks run.
+    #[must_use]
     pub fn health_interval(mut self, interval: Duration) -> Self {
         self.lifecycle.health_interval = interval.max(Duration::from_millis(1));
         self
     }
 
     /// Longest each async enricher's shutdown may take.
+    #[must_use]
     pub fn enricher_shutdown_timeout(mut self, timeout: Duration) -> Self {
         self.lifecycle.shutdown_timeout = timeout;
         self
@@ -318,6 +344,7 @@ impl Builder {
 
     /// The backoff between start-up retries of an enricher that failed to
     /// start: exponential from `min` to `max`, with jitter.
+    #[must_use]
     pub fn startup_retry_backoff(mut self, min: Duration, max: Duration) -> Self {
         self.lifecycle.retry_min = min;
         self.lifecycle.retry_max = max.max(min);
@@ -325,12 +352,14 @@ impl Builder {
     }
 
     /// Adds a sink. Every sink gets every event.
+    #[must_use]
     pub fn sink(mut self, sink: impl Sink) -> Self {
         self.sinks.push(SinkSpec::Ready(Box::new(sink)));
         self
     }
 
     /// Adds a file sink, opened when the pipeline starts.
+    #[must_use]
     pub fn file(mut self, file: FileSinkBuilder) -> Self {
         self.sinks.push(SinkSpec::File(file));
         self
@@ -351,12 +380,14 @@ impl Builder {
     /// [`Overflow::Block`] with the worker on an application runtime, a log
     /// call made on any current-thread runtime drops instead of waiting,
     /// since it may be the thread the worker needs to make room.
+    #[must_use]
     pub fn runtime(mut self, handle: tokio::runtime::Handle) -> Self {
         self.runtime = Some(handle);
         self
     }
 
     /// Whether `init` routes records of the `log` crate into the pipeline.
+    #[must_use]
     pub fn bridge_log(mut self, on: bool) -> Self {
         self.bridge_log = on;
         self

@@ -199,6 +199,7 @@ impl RedisLookup {
     /// Starts configuring a lookup on the Redis server at `url`
     /// (`redis://[user][:password@]host[:port][/db]`, or
     /// `redis+unix:///path/to/redis.sock`).
+    #[must_use]
     pub fn builder(url: impl Into<String>) -> RedisLookupBuilder {
         RedisLookupBuilder {
             url: url.into(),
@@ -246,6 +247,7 @@ impl RedisLookupBuilder {
     /// The Redis key for a lookup key: `{key}` is replaced with the key
     /// (`"user:{key}"` reads `user:42`; `"tenant:{key}:profile"` works too).
     /// Must contain `{key}`.
+    #[must_use]
     pub fn key_template(mut self, template: impl Into<String>) -> Self {
         self.template = template.into();
         self
@@ -253,6 +255,7 @@ impl RedisLookupBuilder {
 
     /// Reads string values with `GET` (one `MGET` per batch), converted as
     /// `format` says. This is the default, with [`ValueFormat::Json`].
+    #[must_use]
     pub fn get(mut self, format: ValueFormat) -> Self {
         self.mode = Mode::Get(format);
         self
@@ -261,18 +264,21 @@ impl RedisLookupBuilder {
     /// Reads hashes with `HGETALL` (one pipeline per batch): each hash
     /// becomes a JSON object of its fields, every value a string. An empty
     /// or missing hash is not found.
+    #[must_use]
     pub fn hgetall(mut self) -> Self {
         self.mode = Mode::HGetAll;
         self
     }
 
     /// Longest one connection attempt may take.
+    #[must_use]
     pub fn connection_timeout(mut self, timeout: Duration) -> Self {
         self.connection_timeout = timeout;
         self
     }
 
     /// Longest Redis may take to answer one command.
+    #[must_use]
     pub fn response_timeout(mut self, timeout: Duration) -> Self {
         self.response_timeout = timeout;
         self
@@ -281,6 +287,7 @@ impl RedisLookupBuilder {
     /// How many times a failed connection attempt is retried, at start-up
     /// and on each reconnection, before the attempt is reported as failed
     /// (the next command then starts a new reconnection).
+    #[must_use]
     pub fn reconnect_retries(mut self, retries: usize) -> Self {
         self.reconnect_retries = retries;
         self
@@ -288,6 +295,7 @@ impl RedisLookupBuilder {
 
     /// The delay between connection retries: exponential from `min`,
     /// doubling, up to `max`, with jitter.
+    #[must_use]
     pub fn reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {
         self.backoff_min = min;
         self.backoff_max = max.max(min);

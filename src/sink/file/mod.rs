@@ -10,33 +10,14 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+mod rotation;
+
+pub use rotation::Rotation;
+use rotation::{RotatedKey, next_boundary, rotated_key};
+
 use super::format::{json, rfc3339};
 use super::{Sink, SinkError};
 use crate::event::Event;
-
-/// When a [`FileSink`] starts a new file regardless of size.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum Rotation {
-    /// Only by size (or never, without a size limit).
-    #[default]
-    Never,
-    /// At the start of every UTC hour.
-    Hourly,
-    /// At every UTC midnight.
-    Daily,
-}
-
-impl Rotation {
-    fn period(self) -> Option<u64> {
-        match self {
-            Rotation::Never => None,
-            Rotation::Hourly => Some(3600),
-            Rotation::Daily => Some(86_400),
-        }
-    }
-}
 
 /// Configures a [`FileSink`].
 ///
@@ -55,18 +36,21 @@ pub struct FileSinkBuilder {
 
 impl FileSinkBuilder {
     /// Starts a new file once the active one would grow past `bytes`.
+    #[must_use]
     pub fn max_bytes(mut self, bytes: u64) -> Self {
         self.max_bytes = Some(bytes.max(1));
         self
     }
 
     /// Starts a new file at every hour or day boundary (UTC).
+    #[must_use]
     pub fn rotation(mut self, rotation: Rotation) -> Self {
         self.rotation = rotation;
         self
     }
 
     /// How many rotated files to keep; older ones are deleted.
+    #[must_use]
     pub fn keep(mut self, files: usize) -> Self {
         self.keep = files;
         self
@@ -132,6 +116,7 @@ pub struct FileSink {
 
 impl FileSink {
     /// Starts configuring a sink writing to `path`.
+    #[must_use]
     pub fn builder(path: impl Into<PathBuf>) -> FileSinkBuilder {
         FileSinkBuilder {
             path: path.into(),
@@ -217,40 +202,10 @@ impl FileSink {
     }
 }
 
-/// (timestamp, collision suffix) of a rotated file's name after the prefix.
-type RotatedKey = (String, u64);
-
-fn rotated_key(rest: &str) -> Option<RotatedKey> {
-    // 20261127T080359.123456 or 20261127T080359.123456.3
-    let stamp = rest.get(..22)?;
-    let valid = stamp.bytes().enumerate().all(|(i, b)| match i {
-        8 => b == b'T',
-        15 => b == b'.',
-        _ => b.is_ascii_digit(),
-    });
-    if !valid {
-        return None;
-    }
-    let n = match &rest[22..] {
-        "" => 0,
-        suffix => suffix.strip_prefix('.')?.parse().ok()?,
-    };
-    Some((stamp.to_owned(), n))
-}
-
 fn open_append(path: &Path) -> io::Result<(File, u64)> {
     let file = OpenOptions::new().create(true).append(true).open(path)?;
     let size = file.metadata()?.len();
     Ok((file, size))
-}
-
-fn next_boundary(rotation: Rotation, now: SystemTime) -> Option<u64> {
-    let period = rotation.period()?;
-    let secs = now
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_secs();
-    Some((secs / period + 1) * period)
 }
 
 impl Sink for FileSink {

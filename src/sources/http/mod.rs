@@ -81,23 +81,17 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use futures_util::{StreamExt, TryStreamExt};
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Client, Response, StatusCode, Url};
+
+mod template;
+
+use template::{UrlTemplate, check_url};
 
 use crate::enrich::EnrichError;
 use crate::error::ConfigError;
 use crate::event::Value;
 use crate::lookup::{Found, Key, Lookup};
-
-/// Bytes left as they are in a key; everything else is percent-encoded.
-const KEY_SET: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
-
-const KEY_PLACEHOLDER: &str = "{key}";
 
 /// Client settings of an [`HttpLookup`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -237,71 +231,11 @@ fn redact_url(url: &str) -> String {
     crate::enrich::redact::url(url, crate::enrich::redact::Query::Hide)
 }
 
-/// The per-key URL, split around its `{key}` placeholders.
-#[derive(Debug)]
-struct UrlTemplate {
-    parts: Vec<String>,
-    key_in_path: bool,
-    shown: String,
-}
-
-impl UrlTemplate {
-    fn parse(template: &str) -> Result<Self, ConfigError> {
-        if !template.contains(KEY_PLACEHOLDER) {
-            return Err(ConfigError::msg(format!(
-                "http lookup url {} has no `{{key}}` placeholder: write where the key goes, e.g. \"https://api.example/users/{{key}}\"",
-                redact_url(template)
-            )));
-        }
-        check_url("url", &template.replace(KEY_PLACEHOLDER, "key"))?;
-        let end_of_path = template.find(['?', '#']).unwrap_or(template.len());
-        let key_in_path = template
-            .find(KEY_PLACEHOLDER)
-            .is_some_and(|i| i < end_of_path);
-        Ok(UrlTemplate {
-            parts: template.split(KEY_PLACEHOLDER).map(str::to_owned).collect(),
-            key_in_path,
-            shown: redact_url(template),
-        })
-    }
-
-    /// The URL for one key; `None` when the key cannot be a path segment.
-    fn url_for(&self, key: &Key) -> Option<Result<Url, EnrichError>> {
-        let raw = key.to_string();
-        if self.key_in_path && matches!(raw.as_str(), "" | "." | "..") {
-            return None;
-        }
-        let encoded = utf8_percent_encode(&raw, KEY_SET).to_string();
-        let url = self.parts.join(&encoded);
-        Some(Url::parse(&url).map_err(|e| {
-            EnrichError::msg(format!(
-                "http lookup: a key makes {} an invalid url: {e}",
-                self.shown
-            ))
-        }))
-    }
-}
-
-fn check_url(what: &str, url: &str) -> Result<Url, ConfigError> {
-    let parsed = Url::parse(url).map_err(|e| {
-        ConfigError::msg(format!(
-            "http lookup {what} {} is not a valid url: {e}",
-            redact_url(url)
-        ))
-    })?;
-    if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
-        return Err(ConfigError::msg(format!(
-            "http lookup {what} {} must be an http:// or https:// url with a host",
-            redact_url(url)
-        )));
-    }
-    Ok(parsed)
-}
-
 impl HttpLookup {
     /// Starts configuring a lookup whose per-key URL is `url_template`, with
     /// `{key}` where the (percent-encoded) key goes:
     /// `"https://api.example/users/{key}"`.
+    #[must_use]
     pub fn builder(url_template: impl Into<String>) -> HttpLookupBuilder {
         HttpLookupBuilder {
             template: url_template.into(),
@@ -550,6 +484,7 @@ impl HttpLookupBuilder {
     /// `{"keys": [...]}`, answered by a JSON object from key (as a string)
     /// to value; keys left out (or `null`) were not found. Without it, each
     /// key is a `GET` on the URL template.
+    #[must_use]
     pub fn batch_url(mut self, url: impl Into<String>) -> Self {
         self.batch_url = Some(url.into());
         self
@@ -558,6 +493,7 @@ impl HttpLookupBuilder {
     /// The health check `GET`s `url` (with the configured headers): any 2xx
     /// is healthy. Without it, the lookup is healthy once its client is
     /// built.
+    #[must_use]
     pub fn health_url(mut self, url: impl Into<String>) -> Self {
         self.health_url = Some(url.into());
         self
@@ -567,6 +503,7 @@ impl HttpLookupBuilder {
     /// value is marked sensitive and never shown; an invalid name or value
     /// makes [`build`](Self::build) fail (naming the header, not the
     /// value).
+    #[must_use]
     pub fn header(mut self, name: impl AsRef<str>, value: impl AsRef<str>) -> Self {
         let name = name.as_ref();
         match (
@@ -589,12 +526,14 @@ impl HttpLookupBuilder {
 
     /// Sends `Authorization: Bearer <token>` with every request; the token
     /// is marked sensitive and never shown.
+    #[must_use]
     pub fn bearer_token(self, token: impl AsRef<str>) -> Self {
         let value = format!("Bearer {}", token.as_ref());
         self.header(AUTHORIZATION.as_str(), value)
     }
 
     /// Longest connecting (TCP and TLS) may take.
+    #[must_use]
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.settings.connect_timeout = timeout;
         self
@@ -602,24 +541,28 @@ impl HttpLookupBuilder {
 
     /// Longest one request may take, from connecting to the end of the
     /// body.
+    #[must_use]
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.settings.timeout = timeout;
         self
     }
 
     /// Most idle connections kept open to one host.
+    #[must_use]
     pub fn pool_max_idle_per_host(mut self, connections: usize) -> Self {
         self.settings.pool_max_idle_per_host = connections;
         self
     }
 
     /// Idle connections are closed after this.
+    #[must_use]
     pub fn pool_idle_timeout(mut self, timeout: Duration) -> Self {
         self.settings.pool_idle_timeout = timeout;
         self
     }
 
     /// Most per-key `GET`s one fetch has in flight at once.
+    #[must_use]
     pub fn concurrency(mut self, requests: usize) -> Self {
         self.settings.concurrency = requests;
         self
@@ -627,6 +570,7 @@ impl HttpLookupBuilder {
 
     /// Largest response body accepted, in bytes; a larger one fails the
     /// request as soon as the limit is passed.
+    #[must_use]
     pub fn max_response_bytes(mut self, bytes: usize) -> Self {
         self.settings.max_response_bytes = bytes;
         self
@@ -647,6 +591,7 @@ impl HttpLookupBuilder {
 
     /// Forwards no event fields, not even the defaults (call before
     /// [`forward_field`](Self::forward_field) to forward only those).
+    #[must_use]
     pub fn no_forwarded_fields(mut self) -> Self {
         self.forward.clear();
         self
