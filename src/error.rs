@@ -13,7 +13,7 @@ pub struct InitError {
 #[derive(Debug)]
 enum Kind {
     Filter {
-        origin: &'static str,
+        origin: String,
         filter: String,
         reason: String,
     },
@@ -39,10 +39,14 @@ enum Kind {
 impl InitError {
     /// Bad filter directives; `origin` says where they came from
     /// (`filter(…)`, `RUST_LOG`).
-    pub(crate) fn filter(origin: &'static str, filter: &str, reason: impl fmt::Display) -> Self {
+    pub(crate) fn filter(
+        origin: impl Into<String>,
+        filter: &str,
+        reason: impl fmt::Display,
+    ) -> Self {
         InitError {
             kind: Kind::Filter {
-                origin,
+                origin: origin.into(),
                 filter: filter.to_owned(),
                 reason: reason.to_string(),
             },

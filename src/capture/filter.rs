@@ -50,9 +50,15 @@ pub(crate) fn check(directives: &str) -> Result<String, String> {
         match level {
             Some(level) => {
                 let level = level.trim();
-                level
-                    .parse::<LevelFilter>()
-                    .map_err(|_| format!("{level:?} is not a level"))?;
+                level.parse::<LevelFilter>().map_err(|_| {
+                    if selector.trim().is_empty() {
+                        format!(
+                            "{level:?} is not a level (for every level of a target, write `{level}=trace`)"
+                        )
+                    } else {
+                        format!("{level:?} is not a level")
+                    }
+                })?;
                 match selector.trim() {
                     "" => normalized.push(level.to_owned()),
                     selector => normalized.push(format!("{selector}={level}")),
@@ -108,6 +114,9 @@ mod tests {
         for bad in ["verbose", "my_crate=loud", "=info", "", "  ", "a[b]c"] {
             assert!(parse(bad).is_err(), "{bad:?} was accepted");
         }
-        assert_eq!(parse("inof").unwrap_err(), "\"inof\" is not a level");
+        assert_eq!(
+            parse("inof").unwrap_err(),
+            "\"inof\" is not a level (for every level of a target, write `inof=trace`)"
+        );
     }
 }

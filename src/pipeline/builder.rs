@@ -475,13 +475,13 @@ impl Builder {
 
     /// What `init` needs before it starts anything: no global subscriber
     /// yet, and a filter that parses.
-    fn prepare_init(&self) -> Result<(EnvFilter, bool), InitError> {
+    fn prepare_init(&self) -> Result<((EnvFilter, String), bool), InitError> {
         if tracing::dispatcher::has_been_set() {
             return Err(InitError::global_subscriber(
                 "set_global_default was called before",
             ));
         }
-        Ok((self.env_filter()?, self.bridge_log))
+        Ok((self.resolve_filter()?, self.bridge_log))
     }
 
     /// The filter [`init`](Builder::init) would install: `RUST_LOG` (or
@@ -500,21 +500,35 @@ impl Builder {
     /// # drop(subscriber); drop(guard); Ok(()) }
     /// ```
     pub fn env_filter(&self) -> Result<EnvFilter, InitError> {
-        let from_env = self.filter_env_var.as_ref().and_then(|var| {
-            std::env::var(var)
-                .ok()
-                .filter(|v| !v.trim().is_empty())
-                .map(|v| (var.as_str(), v))
-        });
-        match from_env {
-            Some((var, directives)) => filter::parse(&directives)
-                .map_err(|r| InitError::filter(env_origin(var), &directives, r)),
-            None => {
-                let directives = self.filter.as_deref().unwrap_or("info");
-                filter::parse(directives)
-                    .map_err(|r| InitError::filter("`Builder::filter`", directives, r))
+        self.resolve_filter().map(|(filter, _)| filter)
+    }
+
+    /// [`env_filter`](Builder::env_filter), and the directives it parsed
+    /// as given (`EnvFilter`'s own display reorders them).
+    fn resolve_filter(&self) -> Result<(EnvFilter, String), InitError> {
+        if let Some(var) = &self.filter_env_var {
+            let origin = || format!("the `{var}` environment variable");
+            match std::env::var(var) {
+                Ok(directives) if !directives.trim().is_empty() => {
+                    return match filter::parse(&directives) {
+                        Ok(f) => Ok((f, directives)),
+                        Err(r) => Err(InitError::filter(origin(), &directives, r)),
+                    };
+                }
+                Ok(_) | Err(std::env::VarError::NotPresent) => {}
+                Err(std::env::VarError::NotUnicode(raw)) => {
+                    return Err(InitError::filter(
+                        origin(),
+                        &raw.to_string_lossy(),
+                        "it is not valid UTF-8",
+                    ));
+                }
             }
         }
+        let directives = self.filter.as_deref().unwrap_or("info");
+        filter::parse(directives)
+            .map(|f| (f, directives.to_owned()))
+            .map_err(|r| InitError::filter("`Builder::filter`", directives, r))
     }
 
     #[allow(clippy::type_complexity)]
@@ -637,18 +651,9 @@ impl Builder {
     }
 }
 
-/// Where filter directives from the environment came from, for errors.
-fn env_origin(var: &str) -> &'static str {
-    if var == "RUST_LOG" {
-        "the `RUST_LOG` environment variable"
-    } else {
-        "the filter environment variable (`Builder::filter_env_var`)"
-    }
-}
-
 fn install(
     layer: FapilogLayer,
-    filter: EnvFilter,
+    (filter, directives): (EnvFilter, String),
     mut guard: Guard,
     bridge_log: bool,
 ) -> Result<Guard, InitError> {
@@ -662,6 +667,6 @@ fn install(
         let _ = guard.shutdown_blocking();
         return Err(InitError::global_subscriber(e));
     }
-    guard.filter = Some(FilterHandle(handle));
+    guard.filter = Some(FilterHandle::new(handle, directives));
     Ok(guard)
 }

@@ -1,7 +1,7 @@
 //! The handle that keeps the pipeline alive and shuts it down.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tracing_subscriber::{EnvFilter, Registry, reload};
@@ -11,8 +11,21 @@ use crate::capture::filter;
 use crate::error::ConfigError;
 use crate::observe::{EnricherHealth, ShutdownReport, Stats};
 
-/// The reload handle of the filter `init` installed.
-pub(crate) struct FilterHandle(pub(crate) reload::Handle<EnvFilter, Registry>);
+/// The reload handle of the filter `init` installed, and its directives as
+/// given.
+pub(crate) struct FilterHandle {
+    handle: reload::Handle<EnvFilter, Registry>,
+    directives: Mutex<String>,
+}
+
+impl FilterHandle {
+    pub(crate) fn new(handle: reload::Handle<EnvFilter, Registry>, directives: String) -> Self {
+        FilterHandle {
+            handle,
+            directives: Mutex::new(directives),
+        }
+    }
+}
 
 /// Keeps the pipeline running; shut it down with [`Guard::shutdown`] (or
 /// [`Guard::shutdown_blocking`] from synchronous code) to drain every queued
@@ -60,7 +73,7 @@ impl Guard {
     /// [`Builder::build`](crate::Builder::build)) has no filter of fapilog's
     /// to change: wrap yours in `tracing_subscriber::reload` instead.
     pub fn set_filter(&self, directives: &str) -> Result<(), ConfigError> {
-        let Some(FilterHandle(handle)) = &self.filter else {
+        let Some(filter) = &self.filter else {
             return Err(ConfigError::at(
                 "filter",
                 "this pipeline's layer was composed by hand with `build()`, so its filter is yours: reload it with `tracing_subscriber::reload`",
@@ -72,16 +85,30 @@ impl Guard {
                 format!("invalid filter directives {directives:?}: {reason}"),
             )
         })?;
-        handle
+        // Reload and record under one lock, so two callers cannot leave the
+        // recorded directives disagreeing with the filter in force.
+        let mut current = filter.directives.lock().unwrap_or_else(|e| e.into_inner());
+        filter
+            .handle
             .reload(parsed)
-            .map_err(|e| ConfigError::at("filter", format!("could not change the filter: {e}")))
+            .map_err(|e| ConfigError::at("filter", format!("could not change the filter: {e}")))?;
+        *current = directives.to_owned();
+        Ok(())
     }
 
-    /// The directives in force, when the filter is fapilog's (see
-    /// [`set_filter`](Guard::set_filter)).
+    /// The directives in force, as given to `init` (from `RUST_LOG` or
+    /// [`Builder::filter`](crate::Builder::filter)) or to the last
+    /// successful [`set_filter`](Guard::set_filter); `None` when the
+    /// filter is not fapilog's.
     pub fn filter(&self) -> Option<String> {
-        let FilterHandle(handle) = self.filter.as_ref()?;
-        handle.with_current(|f| f.to_string()).ok()
+        let filter = self.filter.as_ref()?;
+        Some(
+            filter
+                .directives
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        )
     }
 
     /// Stops intake (later log calls are counted as dropped), drains every

@@ -35,7 +35,30 @@ impl Default for FailurePolicy {
     }
 }
 
-/// Configures a [`CircuitBreaker`](super::CircuitBreaker).
+/// Configures the circuit breaker that guards one async enricher's calls
+/// (set it with [`EnricherOptions::breaker`](crate::enrich::EnricherOptions::breaker)).
+///
+/// **Why.** Enrichers run on the pipeline's worker. When the system an
+/// enricher calls is down, every batch would wait out the call timeout.
+/// A breaker that has seen the dependency fail refuses further calls at
+/// once, so events go out un-enriched (with `circuit_open` in
+/// `enrichment_errors`) instead of late, and the struggling dependency gets
+/// room to recover. Cached keys are still served while it is open.
+///
+/// **States.** *Closed*: calls go through; each outcome feeds the
+/// [`FailurePolicy`]; when it trips, the breaker opens. *Open*: calls are
+/// refused without being made (counted as short-circuits) until
+/// `recovery_timeout` has passed. *Half-open*: up to `half_open_max_calls`
+/// probe calls at once; after `half_open_successes` probe successes it
+/// closes with the policy's history cleared; one probe failure opens it
+/// again for a full `recovery_timeout`. Health shows the state
+/// ([`BreakerState`](super::BreakerState)); stats count short-circuits and
+/// how often it opened.
+///
+/// **What counts as a failure**: an error, a panic, or the call timeout.
+/// A call cut short by the batch deadline after earlier enrichers used
+/// most of the batch's time is a timeout for the events but is not held
+/// against the breaker.
 ///
 /// | setting | default |
 /// | --- | --- |

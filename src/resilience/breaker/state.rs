@@ -4,7 +4,7 @@ use std::fmt;
 
 use tokio::time::Instant;
 
-/// The state of a [`CircuitBreaker`](super::CircuitBreaker).
+/// The state of an enricher's circuit breaker; see [`BreakerConfig`](super::BreakerConfig).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum BreakerState {
     /// Calls go through; outcomes are judged by the
