@@ -32,7 +32,10 @@
 //!
 //! Every key can be overridden from the environment with a `FAPILOG__`
 //! prefix and `__` between levels: `FAPILOG__QUEUE__CAPACITY=50000`,
-//! `FAPILOG__SINKS__FILE__PATH=/var/log/app.log`. An unknown key or a bad
+//! `FAPILOG__SINKS__FILE__PATH=/var/log/app.log`. A variable is read as the
+//! setting's type: `FAPILOG__VERSION=1.10` is the text `1.10`, and a
+//! static field from the environment (`FAPILOG__STATIC_FIELDS__BUILD=0042`)
+//! is always text. An unknown key or a bad
 //! value is an error naming the key and the expected form.
 
 use std::collections::BTreeMap;
@@ -233,11 +236,15 @@ impl Settings {
         if let Some(p) = path {
             b = b.add_source(config::File::from(p.as_ref()).format(config::FileFormat::Toml));
         }
+        // No `try_parsing`: it would turn `FAPILOG__VERSION=1.10` into the
+        // number 1.1 and `0042` into 42 before the setting's type is known.
+        // Left as text, each value is converted by the type it is read as
+        // (numbers and booleans still parse; strings stay exactly as
+        // written).
         b = b.add_source(
             config::Environment::with_prefix("FAPILOG")
                 .prefix_separator("__")
-                .separator("__")
-                .try_parsing(true),
+                .separator("__"),
         );
         let cfg = b.build().map_err(from_config)?;
         Self::finish(cfg)

@@ -137,6 +137,28 @@ fn environment_overrides_the_file() {
         assert!(err.to_string().contains("queue.capacit"), "{err}");
     }
 
+    {
+        // Values are read by the setting's type: text stays text, exactly
+        // as written, whatever it looks like.
+        let _env = EnvVars::set(&[
+            ("FAPILOG__VERSION", "1.10"),
+            ("FAPILOG__SERVICE", "007"),
+            ("FAPILOG__ENVIRONMENT", "true"),
+            ("FAPILOG__STATIC_FIELDS__BUILD", "0042"),
+            ("FAPILOG__STATIC_FIELDS__RATIO", "1e3"),
+            ("FAPILOG__HOSTNAME", "true"),
+            ("FAPILOG__BATCH__SIZE", "64"),
+        ]);
+        let s = Settings::load(Some(&path)).expect("valid environment");
+        assert_eq!(s.version.as_deref(), Some("1.10"));
+        assert_eq!(s.service.as_deref(), Some("007"));
+        assert_eq!(s.environment.as_deref(), Some("true"));
+        assert_eq!(s.static_fields["build"], serde_json::json!("0042"));
+        assert_eq!(s.static_fields["ratio"], serde_json::json!("1e3"));
+        assert!(s.hostname, "a boolean setting still reads `true`");
+        assert_eq!(s.batch.size, 64, "a number setting still reads `64`");
+    }
+
     // Without the variables, the file alone applies again.
     let s = Settings::load(Some(&path)).unwrap();
     assert_eq!(s.queue.capacity, 10);
