@@ -20,6 +20,10 @@
 //! [static_fields]
 //! region = "eu-west-1"
 //!
+//! [redaction]                 # on by default; fields named like secrets
+//! extra_keys = ["ssn"]        # added to the default secret words
+//! values = false              # also scan values for bearer tokens, URL passwords
+//!
 //! [sinks.stdout]
 //! format = "json"             # json | pretty
 //!
@@ -45,6 +49,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::capture::{Overflow, filter};
+use crate::enrich::{REDACTED, Redaction};
 use crate::error::{ConfigError, FILTER_HINT};
 use crate::pipeline::Builder;
 use crate::sink::{FileSink, Rotation, StdoutFormat, StdoutSink};
@@ -80,6 +85,8 @@ pub struct Settings {
     pub shutdown: ShutdownSettings,
     /// Where events go. With none configured, JSON lines to stdout.
     pub sinks: SinkSettings,
+    /// Which fields are hidden before any sink.
+    pub redaction: RedactionSettings,
 }
 
 impl Default for Settings {
@@ -96,6 +103,7 @@ impl Default for Settings {
             batch: BatchSettings::default(),
             shutdown: ShutdownSettings::default(),
             sinks: SinkSettings::default(),
+            redaction: RedactionSettings::default(),
         }
     }
 }
@@ -169,6 +177,55 @@ impl Default for ShutdownSettings {
             drop_timeout: Duration::from_secs(5),
             drop_report_interval: Duration::from_secs(5),
         }
+    }
+}
+
+/// `[redaction]`; see [`Redaction`].
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct RedactionSettings {
+    /// Redact at all (default `true`).
+    pub enabled: bool,
+    /// Secret words replacing the default list
+    /// ([`DEFAULT_SECRET_KEYS`](crate::enrich::DEFAULT_SECRET_KEYS)).
+    pub keys: Option<Vec<String>>,
+    /// Secret words added to the list in force.
+    pub extra_keys: Vec<String>,
+    /// Scan string values and messages for credentials (default `false`).
+    pub values: bool,
+    /// What replaces a hidden value (default `[REDACTED]`).
+    pub replacement: String,
+}
+
+impl Default for RedactionSettings {
+    fn default() -> Self {
+        RedactionSettings {
+            enabled: true,
+            keys: None,
+            extra_keys: Vec::new(),
+            values: false,
+            replacement: REDACTED.to_owned(),
+        }
+    }
+}
+
+impl RedactionSettings {
+    /// The [`Redaction`] these settings describe.
+    pub fn to_redaction(&self) -> Redaction {
+        if !self.enabled {
+            return Redaction::none();
+        }
+        let mut r = Redaction::default()
+            .values(self.values)
+            .replacement(self.replacement.clone());
+        if let Some(keys) = &self.keys {
+            r = r.keys(keys.iter().cloned());
+        }
+        for k in &self.extra_keys {
+            r = r.key(k.clone());
+        }
+        r
     }
 }
 
@@ -267,6 +324,10 @@ impl Settings {
         if s.batch.size == 0 {
             return Err(ConfigError::at("batch.size", "must be at least 1"));
         }
+        s.redaction
+            .to_redaction()
+            .compile()
+            .map_err(|e| ConfigError::at("redaction.keys", e))?;
         Ok(s)
     }
 }
@@ -361,6 +422,7 @@ impl Builder {
         if s.pid {
             self = self.with_pid();
         }
+        self = self.redaction(s.redaction.to_redaction());
         if let Some(out) = &s.sinks.stdout {
             self = self.sink(StdoutSink::new(out.format));
         }

@@ -110,6 +110,11 @@
 //!   a sink's or an enricher's dependencies) are not captured.
 //! * **Failure isolation**: a failing or panicking sink or enricher is
 //!   counted and does not stop the others or lose the event.
+//! * **Secrets**: fields, span fields and enriched values named like
+//!   secrets (password, token, api key, authorization, cookie, …; see
+//!   [`Redaction`](enrich::Redaction)) are replaced by `[REDACTED]` before
+//!   any sink; connection strings are redacted in every `Debug`, error and
+//!   health report, whatever characters their password holds.
 //!
 //! ## Configuration
 //!

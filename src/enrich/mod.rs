@@ -24,6 +24,8 @@ pub use async_enricher::{AsyncEnricher, CallError, EnrichError, Patch};
 pub use builtin::{Hostname, Pid, StaticFields};
 pub use context::EnrichContext;
 pub use options::EnricherOptions;
+pub(crate) use redact::Redactor;
+pub use redact::{DEFAULT_SECRET_KEYS, REDACTED, Redaction, redact_url};
 
 /// A synchronous enricher. Closures `Fn(&mut Event)` are enrichers too, and
 /// so are `Arc<E>` and `Box<dyn Enricher>`:

@@ -15,8 +15,10 @@ use super::worker::Worker;
 use super::{Guard, Shared, Signal};
 use crate::capture::queue::Queue;
 use crate::capture::{FapilogLayer, Overflow, Suppressed, filter, mark_pipeline_thread};
-use crate::enrich::{AsyncEnricher, Enricher, EnricherOptions, Hostname, Pid, StaticFields};
-use crate::error::InitError;
+use crate::enrich::{
+    AsyncEnricher, Enricher, EnricherOptions, Hostname, Pid, Redaction, StaticFields,
+};
+use crate::error::{ConfigError, InitError};
 use crate::event::{FieldName, Value};
 use crate::observe::{PipelineMetrics, SinkCounters};
 use crate::sink::{DynSink, FileSinkBuilder, Sink, StdoutSink};
@@ -43,6 +45,7 @@ enum SinkSpec {
 /// | sinks | JSON lines on stdout if none is added |
 /// | worker | its own thread and runtime ([`runtime`](Builder::runtime) to change) |
 /// | `log` bridge | on ([`bridge_log`](Builder::bridge_log)) |
+/// | [`redaction`](Builder::redaction) | on: fields named like secrets (password, token, api key, authorization, cookie, …) are hidden |
 ///
 /// Enrichers run in this order: static fields (service, version,
 /// environment, [`static_field`](Builder::static_field)), hostname, pid, then
@@ -70,6 +73,7 @@ pub struct Builder {
     runtime: Option<tokio::runtime::Handle>,
     bridge_log: bool,
     pipeline_depth: usize,
+    redaction: Redaction,
 }
 
 impl fmt::Debug for Builder {
@@ -116,6 +120,7 @@ impl Default for Builder {
             runtime: None,
             bridge_log: true,
             pipeline_depth: 4,
+            redaction: Redaction::default(),
         }
     }
 }
@@ -386,6 +391,16 @@ impl Builder {
         self
     }
 
+    /// Which fields and values are hidden before any sink sees an event
+    /// (default: [`Redaction::default`], the names in
+    /// [`DEFAULT_SECRET_KEYS`](crate::enrich::DEFAULT_SECRET_KEYS));
+    /// [`Redaction::none`] turns it off.
+    #[must_use]
+    pub fn redaction(mut self, redaction: Redaction) -> Self {
+        self.redaction = redaction;
+        self
+    }
+
     /// Whether `init` routes records of the `log` crate into the pipeline.
     #[must_use]
     pub fn bridge_log(mut self, on: bool) -> Self {
@@ -543,6 +558,12 @@ impl Builder {
                 .map_err(|r| InitError::filter("`Builder::filter`", directives, r))?;
         }
 
+        let redactor = self
+            .redaction
+            .compile()
+            .map_err(|e| InitError::from(ConfigError::at("redaction", e)))?
+            .map(Arc::new);
+
         let mut sinks: Vec<Box<dyn DynSink>> = Vec::new();
         for spec in self.sinks {
             match spec {
@@ -615,6 +636,7 @@ impl Builder {
             linger: self.linger,
             drop_report_interval: self.drop_report_interval,
             pipeline_depth: self.pipeline_depth,
+            redactor,
         };
         let started: Arc<Signal<Result<(), InitError>>> = Arc::new(Signal::default());
         let started_tx = started.clone();

@@ -15,6 +15,7 @@ use super::lifecycle::{self, LifecycleConfig};
 use super::stage::{AsyncSlot, Stage, run_async};
 use super::{Shared, Signal};
 use crate::capture::spawn_suppressed;
+use crate::enrich::Redactor;
 use crate::error::InitError;
 use crate::event::Event;
 use crate::resilience::deadline::after;
@@ -32,6 +33,7 @@ pub(crate) struct Worker {
     pub(crate) linger: Duration,
     pub(crate) drop_report_interval: Duration,
     pub(crate) pipeline_depth: usize,
+    pub(crate) redactor: Option<Arc<Redactor>>,
 }
 
 impl Worker {
@@ -73,6 +75,7 @@ impl Worker {
             shared: self.shared.clone(),
             budget: self.enrich_deadline,
             record_errors: self.record_errors,
+            redactor: self.redactor.clone(),
         };
         let depth = self.pipeline_depth.max(1);
         // Batches being enriched, oldest first: they may overlap in the
@@ -221,6 +224,7 @@ struct Enrichment {
     shared: Arc<Shared>,
     budget: Duration,
     record_errors: bool,
+    redactor: Option<Arc<Redactor>>,
 }
 
 impl Enrichment {
@@ -255,6 +259,7 @@ impl Enrichment {
         let stages = self.stages.clone();
         let shared = self.shared.clone();
         let (budget, record_errors) = (self.budget, self.record_errors);
+        let redactor = self.redactor.clone();
         async move {
             let deadline = after(Instant::now(), budget);
             for stage in stages.iter() {
@@ -275,6 +280,10 @@ impl Enrichment {
                         run_async(levels, &mut batch, deadline, budget, record_errors).await;
                     }
                 }
+            }
+            // Last, so enriched values are covered too.
+            if let Some(r) = &redactor {
+                r.redact_batch(&mut batch);
             }
             (batch, count_emitted)
         }

@@ -42,7 +42,7 @@ pub(crate) fn write_event(buf: &mut Vec<u8>, e: &Event, color: bool) {
     s.push(' ');
     for span in e.spans() {
         s.push_str(bold);
-        s.push_str(span.name());
+        push_escaped(&mut s, span.name());
         s.push_str(reset);
         let mut first = true;
         for (k, v) in span.fields() {
@@ -59,7 +59,7 @@ pub(crate) fn write_event(buf: &mut Vec<u8>, e: &Event, color: bool) {
         s.push(' ');
     }
     s.push_str(dim);
-    s.push_str(e.target());
+    push_escaped(&mut s, e.target());
     s.push(':');
     s.push_str(reset);
     s.push(' ');
@@ -77,7 +77,9 @@ pub(crate) fn write_event(buf: &mut Vec<u8>, e: &Event, color: bool) {
             if i > 0 {
                 s.push(' ');
             }
-            let _ = write!(s, "{k}={v}");
+            push_escaped(&mut s, k);
+            s.push('=');
+            push_escaped(&mut s, v);
         }
         s.push('}');
     }
@@ -99,7 +101,8 @@ fn push_escaped(s: &mut String, text: &str) {
 
 fn push_kv(s: &mut String, k: &str, v: &Value, dim: &str, reset: &str) {
     s.push_str(dim);
-    s.push_str(k);
+    // Names can come from remote data (a lookup's `merge_prefix`).
+    push_escaped(s, k);
     s.push('=');
     s.push_str(reset);
     match v {
@@ -140,6 +143,20 @@ mod tests {
         assert_eq!(line.matches('\n').count(), 1, "{line}");
         assert!(!line.contains('\x1b'), "{line}");
         assert!(line.contains("ok\\n2026"), "{line}");
+    }
+
+    #[test]
+    fn control_characters_in_names_targets_and_reasons_are_escaped() {
+        let forged = "\u{1b}[31mevil\nFAKE LINE";
+        let mut e = Event::new(Level::INFO, forged.to_owned(), "m").with_span("s", [(forged, 1)]);
+        e.insert(forged.to_owned(), 1);
+        e.add_enrichment_error(forged.to_owned(), forged.to_owned());
+        let mut buf = Vec::new();
+        write_event(&mut buf, &e, false);
+        let line = String::from_utf8(buf).unwrap();
+        assert_eq!(line.matches('\n').count(), 1, "{line}");
+        assert!(!line.contains('\x1b'), "{line}");
+        assert!(line.contains("\\u{1b}[31mevil\\nFAKE LINE"), "{line}");
     }
 
     #[test]

@@ -1,0 +1,486 @@
+//! Redaction: secrets never reach a sink.
+//!
+//! After enrichment and before any sink, every event's fields, span fields
+//! and enriched values (nested objects and arrays too) are checked: a
+//! field whose **name** looks like a secret has its value replaced by
+//! `[REDACTED]`. Names match when, lower-cased and with `-`, `_` and `.`
+//! left out, they *contain* one of the secret words — so `db_password`,
+//! `X-Api-Key` and `refreshToken` are caught by `password`, `api_key` and
+//! `token`. Over-hiding a field is the safe way to be wrong.
+//!
+//! Optionally ([`Redaction::values`]), string **values** are scanned too:
+//! `Bearer …` / `Basic …` credentials and the password of any
+//! `scheme://user:password@host` URL inside a value or message are hidden.
+//!
+//! Connection strings of the built-in sources are redacted separately,
+//! wherever they show (`Debug`, errors, health), by [`redact_url`].
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use crate::event::{Event, FieldName, SpanRecord, Value};
+
+mod url;
+
+pub(crate) use url::{Query, url};
+
+/// The secret words redaction looks for by default: a field is hidden when
+/// its name (lower-cased, `-`, `_` and `.` left out) contains one of them.
+pub const DEFAULT_SECRET_KEYS: &[&str] = &[
+    "password",
+    "passwd",
+    "pwd",
+    "secret",
+    "token",
+    "api_key",
+    "authorization",
+    "cookie",
+    "set-cookie",
+    "private_key",
+    "access_key",
+    "client_secret",
+    "credential",
+];
+
+/// What replaces a hidden value, unless [`Redaction::replacement`] says
+/// otherwise.
+pub const REDACTED: &str = "[REDACTED]";
+
+/// Hides the password of a URL's user info and password-like query
+/// parameters, whatever characters the password holds:
+///
+/// ```
+/// assert_eq!(
+///     fapilog::enrich::redact_url("postgres://app:Zq9X?w7#Kv@db:5432/app?sslmode=require"),
+///     "postgres://app:***@db:5432/app?sslmode=require",
+/// );
+/// ```
+pub fn redact_url(url: &str) -> String {
+    self::url(url, Query::HidePasswords)
+}
+
+/// Which fields and values are hidden before any sink sees an event; set
+/// it with [`Builder::redaction`](crate::Builder::redaction).
+///
+/// | setting | default |
+/// | --- | --- |
+/// | on | yes |
+/// | secret words ([`key`](Self::key), [`keys`](Self::keys)) | [`DEFAULT_SECRET_KEYS`] |
+/// | [`values`](Self::values) (bearer tokens, URL passwords in values) | off |
+/// | [`replacement`](Self::replacement) | `[REDACTED]` |
+#[derive(Clone, PartialEq, Eq)]
+pub struct Redaction {
+    enabled: bool,
+    keys: Vec<String>,
+    values: bool,
+    replacement: Cow<'static, str>,
+}
+
+impl Default for Redaction {
+    fn default() -> Self {
+        Redaction {
+            enabled: true,
+            keys: DEFAULT_SECRET_KEYS
+                .iter()
+                .map(|k| (*k).to_owned())
+                .collect(),
+            values: false,
+            replacement: Cow::Borrowed(REDACTED),
+        }
+    }
+}
+
+impl fmt::Debug for Redaction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Redaction")
+            .field("enabled", &self.enabled)
+            .field("keys", &self.keys)
+            .field("values", &self.values)
+            .field("replacement", &self.replacement)
+            .finish()
+    }
+}
+
+impl Redaction {
+    /// Redaction off: events reach the sinks as they are.
+    #[must_use]
+    pub fn none() -> Self {
+        Redaction {
+            enabled: false,
+            ..Self::default()
+        }
+    }
+
+    /// Adds a secret word to the list (`"ssn"`, `"x-internal-auth"`).
+    #[must_use]
+    pub fn key(mut self, word: impl Into<String>) -> Self {
+        self.keys.push(word.into());
+        self
+    }
+
+    /// Replaces the list of secret words (the default list is dropped).
+    #[must_use]
+    pub fn keys<I, S>(mut self, words: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.keys = words.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Whether string values (and messages) are scanned as well: `Bearer`
+    /// and `Basic` credentials and URL passwords inside them are hidden.
+    #[must_use]
+    pub fn values(mut self, on: bool) -> Self {
+        self.values = on;
+        self
+    }
+
+    /// What replaces a hidden value.
+    #[must_use]
+    pub fn replacement(mut self, text: impl Into<Cow<'static, str>>) -> Self {
+        self.replacement = text.into();
+        self
+    }
+
+    /// The secret words in force.
+    pub fn secret_keys(&self) -> impl Iterator<Item = &str> {
+        self.keys.iter().map(String::as_str)
+    }
+
+    /// Checks the settings and prepares the matcher; `None` when off.
+    pub(crate) fn compile(&self) -> Result<Option<Redactor>, String> {
+        if !self.enabled {
+            return Ok(None);
+        }
+        let mut patterns: Vec<Box<[u8]>> = Vec::new();
+        for word in &self.keys {
+            let normal = normalize(word);
+            if normal.len() < 2 {
+                return Err(format!(
+                    "secret word {word:?} is too short to match safely: give at least two letters or digits"
+                ));
+            }
+            if !patterns.iter().any(|p| **p == *normal) {
+                patterns.push(normal.into_boxed_slice());
+            }
+        }
+        let mut starts = vec![0u64; 1024].into_boxed_slice();
+        for p in &patterns {
+            let i = bigram(p[0], p[1]);
+            starts[i / 64] |= 1 << (i % 64);
+        }
+        Ok(Some(Redactor {
+            patterns,
+            starts,
+            values: self.values,
+            replacement: Value::String(self.replacement.to_string()),
+        }))
+    }
+}
+
+fn normalize(word: &str) -> Vec<u8> {
+    word.bytes()
+        .filter(|b| !matches!(b, b'-' | b'_' | b'.'))
+        .map(|b| b.to_ascii_lowercase())
+        .collect()
+}
+
+fn bigram(a: u8, b: u8) -> usize {
+    (usize::from(a) << 8) | usize::from(b)
+}
+
+/// The compiled form of a [`Redaction`], run by the worker on every event.
+pub(crate) struct Redactor {
+    /// Normalized secret words, each at least two bytes.
+    patterns: Vec<Box<[u8]>>,
+    /// A bit per byte pair that starts some pattern: most names have none
+    /// of these pairs, so most checks end after one table look-up a pair.
+    starts: Box<[u64]>,
+    values: bool,
+    replacement: Value,
+}
+
+impl fmt::Debug for Redactor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Redactor")
+            .field("patterns", &self.patterns.len())
+            .field("values", &self.values)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Span records redacted in this batch, by the address of the original:
+/// a span shared by many events is copied once.
+pub(crate) type SpanCache = HashMap<usize, Arc<SpanRecord>>;
+
+impl Redactor {
+    /// Whether a field of this name is hidden.
+    pub(crate) fn is_secret(&self, name: &str) -> bool {
+        let mut buf = [0u8; 128];
+        let mut n = 0;
+        let mut long = Vec::new();
+        for b in name.bytes() {
+            if matches!(b, b'-' | b'_' | b'.') {
+                continue;
+            }
+            let b = b.to_ascii_lowercase();
+            if n < buf.len() {
+                buf[n] = b;
+            } else {
+                if long.is_empty() {
+                    long.extend_from_slice(&buf);
+                }
+                long.push(b);
+            }
+            n += 1;
+        }
+        let key: &[u8] = if long.is_empty() { &buf[..n] } else { &long };
+        key.windows(2).enumerate().any(|(i, pair)| {
+            let bit = bigram(pair[0], pair[1]);
+            self.starts[bit / 64] & (1 << (bit % 64)) != 0
+                && self.patterns.iter().any(|p| key[i..].starts_with(p))
+        })
+    }
+
+    /// Redacts a whole batch before it goes to the sinks.
+    pub(crate) fn redact_batch(&self, batch: &mut [Event]) {
+        let mut spans = SpanCache::new();
+        for event in batch {
+            self.redact(event, &mut spans);
+        }
+    }
+
+    fn redact(&self, event: &mut Event, spans: &mut SpanCache) {
+        self.redact_fields(&mut event.fields);
+        self.redact_fields(&mut event.extra);
+        for span in &mut event.spans {
+            if !span.fields.iter().any(|(k, v)| self.needs(k, v)) {
+                continue;
+            }
+            let key = Arc::as_ptr(span) as usize;
+            let redacted = spans.entry(key).or_insert_with(|| {
+                let mut copy = SpanRecord::clone(span);
+                self.redact_fields(&mut copy.fields);
+                Arc::new(copy)
+            });
+            *span = redacted.clone();
+        }
+        if self.values
+            && let Some(message) = &mut event.message
+            && let Some(hidden) = self.redact_text(message)
+        {
+            *message = hidden;
+        }
+    }
+
+    fn redact_fields(&self, fields: &mut [(FieldName, Value)]) {
+        for (k, v) in fields {
+            if self.is_secret(k) {
+                *v = self.replacement.clone();
+            } else {
+                self.redact_value(v);
+            }
+        }
+    }
+
+    /// Redacts inside a value: secret keys of nested objects, and (with
+    /// value scanning) secrets inside strings.
+    fn redact_value(&self, v: &mut Value) {
+        match v {
+            Value::Object(map) => {
+                for (k, inner) in map.iter_mut() {
+                    if self.is_secret(k) {
+                        *inner = self.replacement.clone();
+                    } else {
+                        self.redact_value(inner);
+                    }
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(|i| self.redact_value(i)),
+            Value::String(s) if self.values => {
+                if let Some(hidden) = self.redact_text(s) {
+                    *s = hidden;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether a field would change (without changing it).
+    fn needs(&self, k: &str, v: &Value) -> bool {
+        self.is_secret(k) || self.value_needs(v)
+    }
+
+    fn value_needs(&self, v: &Value) -> bool {
+        match v {
+            Value::Object(map) => map.iter().any(|(k, v)| self.needs(k, v)),
+            Value::Array(items) => items.iter().any(|i| self.value_needs(i)),
+            Value::String(s) if self.values => self.redact_text(s).is_some(),
+            _ => false,
+        }
+    }
+
+    /// `text` with credentials hidden, or `None` when it has none.
+    fn redact_text(&self, text: &str) -> Option<String> {
+        let lower = text.to_ascii_lowercase();
+        let has_scheme = ["bearer ", "basic "].iter().any(|s| lower.contains(s));
+        if !has_scheme && !text.contains("://") {
+            return None;
+        }
+        let mut out = String::with_capacity(text.len());
+        let mut changed = false;
+        // Whitespace-separated words keep their separators.
+        let mut rest = text;
+        let mut hide_next = false;
+        while !rest.is_empty() {
+            let word_end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+            let (word, after) = rest.split_at(word_end);
+            let space_end = after
+                .find(|c: char| !c.is_whitespace())
+                .unwrap_or(after.len());
+            let (space, next) = after.split_at(space_end);
+            if hide_next && !word.is_empty() {
+                out.push_str(self.replacement.as_str().unwrap_or(REDACTED));
+                changed = true;
+                hide_next = false;
+            } else if word.contains("://") {
+                let start = word.find(|c: char| c.is_ascii_alphanumeric()).unwrap_or(0);
+                let hidden = url(&word[start..], Query::HidePasswords);
+                changed |= hidden != word[start..];
+                out.push_str(&word[..start]);
+                out.push_str(&hidden);
+            } else {
+                out.push_str(word);
+                hide_next =
+                    word.eq_ignore_ascii_case("bearer") || word.eq_ignore_ascii_case("basic");
+            }
+            out.push_str(space);
+            rest = next;
+        }
+        changed.then_some(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn redactor() -> Redactor {
+        Redaction::default().compile().unwrap().unwrap()
+    }
+
+    #[test]
+    fn secret_names_match_whatever_their_case_and_separators() {
+        let r = redactor();
+        for name in [
+            "password",
+            "PASSWORD",
+            "db_password",
+            "Passwd",
+            "api_key",
+            "X-Api-Key",
+            "apiKey",
+            "authorization",
+            "Authorization",
+            "cookie",
+            "Set-Cookie",
+            "private_key",
+            "aws.access_key.id",
+            "client_secret",
+            "refreshToken",
+            "access_token",
+            "user.pwd",
+        ] {
+            assert!(r.is_secret(name), "{name} should be hidden");
+        }
+        for name in [
+            "user_id", "order_id", "message", "amount", "path", "author", "pass",
+        ] {
+            assert!(!r.is_secret(name), "{name} should be kept");
+        }
+        let long = format!("{}_password", "x".repeat(300));
+        assert!(r.is_secret(&long), "names longer than the stack buffer");
+    }
+
+    #[test]
+    fn fields_spans_and_nested_enriched_values_are_hidden() {
+        let r = redactor();
+        let mut e = Event::new(tracing::Level::INFO, "app", "login")
+            .with_field("user", "ada")
+            .with_field("password", "hunter2")
+            .with_span("request", [("authorization", "Bearer xyz"), ("path", "/x")]);
+        e.insert(
+            "account",
+            json!({"id": 1, "api_key": "abc", "nested": [{"client_secret": "s"}]}),
+        );
+        let mut batch = vec![e.clone(), e];
+        r.redact_batch(&mut batch);
+        for e in &batch {
+            assert_eq!(e.field("user"), Some(&json!("ada")));
+            assert_eq!(e.field("password"), Some(&json!(REDACTED)));
+            let span = e.spans().next().unwrap();
+            assert_eq!(span.field("authorization"), Some(&json!(REDACTED)));
+            assert_eq!(span.field("path"), Some(&json!("/x")));
+            assert_eq!(
+                e.field("account"),
+                Some(
+                    &json!({"id": 1, "api_key": REDACTED, "nested": [{"client_secret": REDACTED}]})
+                )
+            );
+        }
+        // The span was copied once for the batch, not once per event.
+        assert!(Arc::ptr_eq(&batch[0].spans[0], &batch[1].spans[0]));
+    }
+
+    #[test]
+    fn values_are_scanned_only_when_asked() {
+        let text = "call with Bearer abc.def to postgres://app:pw@db/x done";
+        let mut e = Event::new(tracing::Level::INFO, "app", text).with_field("note", text);
+        redactor().redact_batch(std::slice::from_mut(&mut e));
+        assert_eq!(e.message(), Some(text), "off by default");
+
+        let r = Redaction::default()
+            .values(true)
+            .compile()
+            .unwrap()
+            .unwrap();
+        r.redact_batch(std::slice::from_mut(&mut e));
+        let want = "call with Bearer [REDACTED] to postgres://app:***@db/x done";
+        assert_eq!(e.message(), Some(want));
+        assert_eq!(e.field("note"), Some(&json!(want)));
+    }
+
+    #[test]
+    fn settings_are_checked() {
+        assert!(Redaction::none().compile().unwrap().is_none());
+        assert!(Redaction::default().key("x").compile().is_err());
+        let r = Redaction::default()
+            .keys(["ssn"])
+            .compile()
+            .unwrap()
+            .unwrap();
+        assert!(r.is_secret("customer_ssn"));
+        assert!(!r.is_secret("password"), "the list was replaced");
+    }
+
+    proptest! {
+        #[test]
+        fn a_secret_word_anywhere_in_a_name_is_found(
+            before in "[a-zA-Z0-9]{0,10}",
+            after in "[a-zA-Z0-9]{0,10}",
+            word in proptest::sample::select(DEFAULT_SECRET_KEYS),
+            sep in "[-_.]?",
+            upper in any::<bool>(),
+        ) {
+            let word = if upper { word.to_uppercase() } else { word.to_owned() };
+            let name = format!("{before}{sep}{word}{sep}{after}");
+            prop_assert!(redactor().is_secret(&name), "{name}");
+        }
+    }
+}

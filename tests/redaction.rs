@@ -1,0 +1,275 @@
+//! Secrets never reach a sink: fields, span fields and enriched values named
+//! like secrets are hidden by default, configurably; connection strings are
+//! redacted wherever a source shows them, whatever their password holds.
+
+mod support;
+
+use std::time::Duration;
+
+use fapilog::enrich::{EnricherOptions, REDACTED, Redaction};
+use fapilog::lookup::{Found, Key, Lookup, LookupEnricher};
+use fapilog::{Settings, enrich::EnrichError};
+use serde_json::json;
+use support::{Collected, start};
+
+/// Logs one event full of secrets inside a span holding one too.
+fn log_secrets() {
+    let span = tracing::info_span!("request", cookie = "session=abc123", path = "/login");
+    let _entered = span.enter();
+    tracing::info!(
+        user = "ada",
+        password = "hunter2",
+        api_key = "k3y-9f8e",
+        authorization = "Bearer xyz.abc",
+        "X-Refresh-Token" = "r3fr3sh",
+        "login as postgres://app:pw123@db/app"
+    );
+}
+
+#[test]
+fn secrets_are_hidden_by_default_in_what_a_file_sink_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.log");
+    let (dispatch, guard) = start(fapilog::builder().file(fapilog::sink::FileSink::builder(&path)));
+    tracing::dispatcher::with_default(&dispatch, log_secrets);
+    assert_eq!(guard.shutdown_blocking().emitted, 1);
+
+    let text = std::fs::read_to_string(&path).unwrap();
+    for secret in ["hunter2", "k3y-9f8e", "xyz.abc", "r3fr3sh", "abc123"] {
+        assert!(!text.contains(secret), "{secret} reached the file: {text}");
+    }
+    let line: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    assert_eq!(line["fields"]["user"], "ada", "other fields are kept");
+    assert_eq!(line["fields"]["password"], REDACTED);
+    assert_eq!(line["fields"]["X-Refresh-Token"], REDACTED);
+    assert_eq!(line["spans"][0]["fields"]["cookie"], REDACTED);
+    assert_eq!(line["spans"][0]["fields"]["path"], "/login");
+    // Values are not scanned by default: the message is as logged.
+    assert_eq!(line["message"], "login as postgres://app:pw123@db/app");
+}
+
+#[test]
+fn value_scanning_hides_credentials_inside_text() {
+    let out = Collected::new();
+    let (dispatch, guard) = start(
+        fapilog::builder()
+            .redaction(Redaction::default().values(true))
+            .sink(out.sink()),
+    );
+    tracing::dispatcher::with_default(&dispatch, || {
+        tracing::info!(
+            note = "retry with Bearer abc.def",
+            "login as postgres://app:pw123@db/app"
+        );
+    });
+    guard.shutdown_blocking();
+    let e = &out.app_events()[0];
+    assert_eq!(e.message(), Some("login as postgres://app:***@db/app"));
+    assert_eq!(
+        e.field("note"),
+        Some(&json!("retry with Bearer [REDACTED]"))
+    );
+}
+
+#[test]
+fn redaction_can_be_extended_replaced_or_turned_off() {
+    let run = |redaction: Redaction| {
+        let out = Collected::new();
+        let (dispatch, guard) = start(fapilog::builder().redaction(redaction).sink(out.sink()));
+        tracing::dispatcher::with_default(&dispatch, || {
+            tracing::info!(password = "hunter2", customer_ssn = "078-05-1120", "m");
+        });
+        guard.shutdown_blocking();
+        let e = out.app_events().remove(0);
+        (
+            e.field("password").cloned(),
+            e.field("customer_ssn").cloned(),
+        )
+    };
+    assert_eq!(
+        run(Redaction::default().key("ssn").replacement("***")),
+        (Some(json!("***")), Some(json!("***")))
+    );
+    assert_eq!(
+        run(Redaction::default().keys(["ssn"])),
+        (Some(json!("hunter2")), Some(json!(REDACTED)))
+    );
+    assert_eq!(
+        run(Redaction::none()),
+        (Some(json!("hunter2")), Some(json!("078-05-1120")))
+    );
+
+    let err = fapilog::builder()
+        .redaction(Redaction::default().key("x"))
+        .build()
+        .expect_err("a one-letter secret word would hide nearly everything");
+    assert!(err.to_string().contains("redaction"), "{err}");
+}
+
+#[test]
+fn redaction_from_settings() {
+    let s = Settings::from_toml_str("[redaction]\nextra_keys = [\"ssn\"]\n").unwrap();
+    let out = Collected::new();
+    let (dispatch, guard) = start(fapilog::builder().settings(&s).sink(out.sink()));
+    tracing::dispatcher::with_default(&dispatch, || {
+        tracing::info!(password = "hunter2", ssn = "078-05-1120", "m");
+    });
+    guard.shutdown_blocking();
+    let e = out.app_events().remove(0);
+    assert_eq!(e.field("password"), Some(&json!(REDACTED)));
+    assert_eq!(e.field("ssn"), Some(&json!(REDACTED)));
+
+    let off = Settings::from_toml_str("[redaction]\nenabled = false\n").unwrap();
+    let out = Collected::new();
+    let (dispatch, guard) = start(fapilog::builder().settings(&off).sink(out.sink()));
+    tracing::dispatcher::with_default(&dispatch, || tracing::info!(password = "hunter2", "m"));
+    guard.shutdown_blocking();
+    assert_eq!(
+        out.app_events()[0].field("password"),
+        Some(&json!("hunter2"))
+    );
+
+    let err = Settings::from_toml_str("[redaction]\nkeys = [\"a\"]\n").unwrap_err();
+    assert_eq!(err.key(), Some("redaction.keys"), "{err}");
+}
+
+/// A lookup whose rows carry secrets of their own.
+struct Accounts;
+
+impl Lookup for Accounts {
+    async fn fetch(&self, keys: &[Key]) -> Result<Found, EnrichError> {
+        Ok(keys
+            .iter()
+            .map(|k| {
+                let row = json!({
+                    "id": k.to_value(),
+                    "plan": "pro",
+                    "api_token": "t0k3n",
+                    "owners": [{"name": "ada", "password_hash": "$argon2id$..."}],
+                });
+                (k.clone(), row)
+            })
+            .collect())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enriched_values_are_redacted_nested_objects_included() {
+    let out = Collected::new();
+    let builder = fapilog::builder()
+        .async_enricher_with(
+            LookupEnricher::builder("account", Accounts)
+                .key_field("account_id")
+                .build(),
+            EnricherOptions::new().call_timeout(Duration::from_secs(5)),
+        )
+        .sink(out.sink());
+    let (dispatch, guard) = support::start_async(builder).await;
+    tracing::dispatcher::with_default(&dispatch, || tracing::info!(account_id = 7, "m"));
+    guard.shutdown().await;
+    let e = out.app_events().remove(0);
+    assert_eq!(
+        e.field("account"),
+        Some(&json!({
+            "id": 7,
+            "plan": "pro",
+            "api_token": REDACTED,
+            "owners": [{"name": "ada", "password_hash": REDACTED}],
+        }))
+    );
+}
+
+/// Passwords as people paste them: with `?`, `#`, `@`, `/` and `:`.
+const PASSWORDS: &[&str] = &[
+    "Zq9Xw7?Kv4Mn2",
+    "Zq9Xw7#Kv4Mn2",
+    "Zq9@x/y:z?w#v",
+    "Zq9%3F&x=y",
+];
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_connection_strings_never_show_their_password() {
+    use fapilog::sources::SqlLookup;
+    for pw in PASSWORDS {
+        // Nothing listens on port 1: start-up fails at once.
+        let url = format!("postgres://app:{pw}@127.0.0.1:1/db");
+        let no_query = SqlLookup::builder(&url).build().expect_err("no query");
+        assert!(!no_query.to_string().contains(pw), "{no_query}");
+        let lookup = SqlLookup::builder(&url)
+            .query("SELECT id, name FROM users WHERE id = ANY($1)")
+            .build()
+            .unwrap();
+        let shown = format!("{lookup:?}");
+        assert!(!shown.contains(pw), "{shown}");
+        let enricher = LookupEnricher::builder("user", lookup).build();
+
+        let err = fapilog::builder()
+            .async_enricher_with(enricher, EnricherOptions::new().required())
+            .sink(Collected::new().sink())
+            .build_async()
+            .await
+            .expect_err("nothing listens there");
+        let shown = format!("{err} / {err:?}");
+        assert!(!shown.contains(pw), "{shown}");
+
+        let lookup = SqlLookup::builder(&url)
+            .query("SELECT id, name FROM users WHERE id = ANY($1)")
+            .build()
+            .unwrap();
+        let (_layer, guard) = fapilog::builder()
+            .async_enricher(LookupEnricher::builder("user", lookup).build())
+            .startup_timeout(Duration::from_secs(5))
+            .sink(Collected::new().sink())
+            .build_async()
+            .await
+            .unwrap();
+        let health = guard.health();
+        let last_error = health[0].last_error.clone().expect("start-up failed");
+        assert!(!last_error.contains(pw), "{last_error}");
+        assert!(
+            last_error.contains("127.0.0.1:1"),
+            "still says where: {last_error}"
+        );
+        guard.shutdown().await;
+    }
+}
+
+#[cfg(feature = "http")]
+#[test]
+fn http_urls_never_show_their_password() {
+    use fapilog::sources::HttpLookup;
+    for pw in PASSWORDS {
+        let url = format!("https://app:{pw}@api.test/users/{{key}}");
+        // A password a URL parser rejects is a configuration error; either
+        // way, what is shown hides it.
+        let shown = match HttpLookup::builder(&url).build() {
+            Ok(lookup) => format!("{lookup:?}"),
+            Err(e) => e.to_string(),
+        };
+        assert!(!shown.contains(pw), "{shown}");
+        assert!(shown.contains("api.test"), "still says where: {shown}");
+        let bad = HttpLookup::builder(format!("https://app:{pw}@api.test/users"))
+            .build()
+            .expect_err("no placeholder");
+        assert!(!bad.to_string().contains(pw), "{bad}");
+    }
+}
+
+#[cfg(feature = "redis")]
+#[test]
+fn redis_urls_never_show_their_password() {
+    use fapilog::sources::RedisLookup;
+    for pw in PASSWORDS {
+        let url = format!("redis://default:{pw}@127.0.0.1:1/0");
+        if let Ok(lookup) = RedisLookup::builder(&url).build() {
+            let shown = format!("{lookup:?}");
+            assert!(!shown.contains(pw), "{shown}");
+        }
+        let bad = RedisLookup::builder(&url)
+            .response_timeout(Duration::ZERO)
+            .build()
+            .expect_err("a zero timeout is refused");
+        assert!(!bad.to_string().contains(pw), "{bad}");
+    }
+}
