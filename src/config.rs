@@ -51,7 +51,7 @@ use serde::Deserialize;
 use crate::capture::{Overflow, filter};
 use crate::enrich::{REDACTED, Redaction};
 use crate::error::{ConfigError, FILTER_HINT};
-use crate::pipeline::Builder;
+use crate::pipeline::{Builder, MAX_BATCH_SIZE, MAX_QUEUE_CAPACITY};
 use crate::sink::{FileSink, Rotation, StdoutFormat, StdoutSink};
 
 /// Everything the pipeline can be configured with from a file or the
@@ -318,11 +318,19 @@ impl Settings {
                 ),
             )
         })?;
-        if s.queue.capacity == 0 {
-            return Err(ConfigError::at("queue.capacity", "must be at least 1"));
-        }
-        if s.batch.size == 0 {
-            return Err(ConfigError::at("batch.size", "must be at least 1"));
+        for (key, value, max) in [
+            ("queue.capacity", s.queue.capacity, MAX_QUEUE_CAPACITY),
+            ("batch.size", s.batch.size, MAX_BATCH_SIZE),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::at(key, "must be at least 1"));
+            }
+            if value > max {
+                return Err(ConfigError::at(
+                    key,
+                    format!("must be at most {max}, got {value}"),
+                ));
+            }
         }
         s.redaction
             .to_redaction()

@@ -1,5 +1,10 @@
-//! The lookup cache: TTL, a separate TTL for not-found, a size bound, and
-//! optional stale values for when a fetch fails.
+//! The lookup cache: TTL, a separate TTL for not-found, bounds in entries
+//! *and* bytes, and optional stale values for when a fetch fails.
+//!
+//! Both bounds with one moka cache: each entry weighs its estimated size
+//! in bytes, but never less than `max_bytes / max_entries`, and the cache
+//! holds at most `max_bytes` of weight. Small values are then bounded by
+//! the entry count, large ones by their bytes.
 //!
 //! Storage and eviction are `moka`'s (size-bounded, TinyLFU admission, an
 //! O(1) policy — no hand-written LRU). Freshness is decided here, against
@@ -56,6 +61,27 @@ impl Expiry<Key, Entry> for Expire {
     }
 }
 
+/// About how many bytes a key takes in the cache.
+fn key_size(key: &Key) -> usize {
+    std::mem::size_of::<Key>()
+        + match key {
+            Key::Str(s) => s.len(),
+            _ => 0,
+        }
+}
+
+/// About how many bytes a JSON value takes in memory: its text plus the
+/// containers' overhead. An estimate, but one that grows with the value.
+pub(crate) fn value_size(v: &Value) -> usize {
+    const NODE: usize = std::mem::size_of::<Value>();
+    NODE + match v {
+        Value::String(s) => s.len(),
+        Value::Array(items) => items.iter().map(value_size).sum(),
+        Value::Object(map) => map.iter().map(|(k, v)| 24 + k.len() + value_size(v)).sum(),
+        _ => 0,
+    }
+}
+
 /// What the cache knows about a key.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Cached {
@@ -75,6 +101,7 @@ pub(crate) struct CacheConfig {
     pub(crate) ttl: Duration,
     pub(crate) negative_ttl: Duration,
     pub(crate) max_entries: u64,
+    pub(crate) max_bytes: u64,
     pub(crate) max_stale: Option<Duration>,
 }
 
@@ -94,8 +121,13 @@ impl std::fmt::Debug for LookupCache {
 
 impl LookupCache {
     pub(crate) fn new(cfg: CacheConfig) -> Self {
+        let floor = (cfg.max_bytes / cfg.max_entries.max(1)).clamp(1, u64::from(u32::MAX));
         let inner = moka::future::Cache::builder()
-            .max_capacity(cfg.max_entries)
+            .max_capacity(cfg.max_bytes)
+            .weigher(move |key: &Key, entry: &Entry| -> u32 {
+                let bytes = key_size(key) + entry.value.as_ref().map_or(0, value_size);
+                u32::try_from((bytes as u64).max(floor)).unwrap_or(u32::MAX)
+            })
             .expire_after(Expire {
                 ttl_found: cfg
                     .ttl
@@ -159,6 +191,7 @@ mod tests {
             ttl: Duration::from_secs(60),
             negative_ttl: Duration::from_secs(5),
             max_entries: 100,
+            max_bytes: 64 << 20,
             max_stale: Some(Duration::from_secs(30)),
         }
     }
@@ -185,6 +218,34 @@ mod tests {
         assert_eq!(c.get(&k).await, Cached::NotFound);
         tokio::time::advance(Duration::from_secs(2)).await;
         assert_eq!(c.get(&k).await, Cached::Miss);
+    }
+
+    #[tokio::test]
+    async fn byte_bound_evicts_large_values() {
+        // 1 MiB values, 8 MiB of cache: at most 8 of them, whatever the
+        // entry bound says.
+        let c = LookupCache::new(CacheConfig {
+            max_entries: 10_000,
+            max_bytes: 8 << 20,
+            ..cfg()
+        });
+        let big = Value::String("x".repeat(1 << 20));
+        for i in 0..64i64 {
+            c.insert(Key::from(i), Some(big.clone())).await;
+        }
+        let n = c.entry_count().await;
+        assert!(
+            (1..=8).contains(&n),
+            "cache holds {n} entries of 1 MiB, bound is 8 MiB"
+        );
+    }
+
+    #[test]
+    fn value_size_grows_with_the_value() {
+        let small = value_size(&serde_json::json!({"id": 1}));
+        let big = value_size(&serde_json::json!({"id": 1, "bio": "x".repeat(10_000)}));
+        assert!(small < 200, "{small}");
+        assert!(big > 10_000, "{big}");
     }
 
     #[tokio::test]

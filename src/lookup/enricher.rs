@@ -8,7 +8,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::cache::{CacheConfig, Cached, LookupCache};
+use super::cache::{CacheConfig, Cached, LookupCache, value_size};
 use super::singleflight::{Claim, Leader, Resolution, SingleFlight};
 use super::{Key, Lookup};
 use crate::enrich::{AsyncEnricher, EnrichContext, EnrichError, Patch};
@@ -59,6 +59,7 @@ pub struct LookupEnricher<L> {
     merge: Merge,
     cache: LookupCache,
     max_batch: usize,
+    max_value_bytes: usize,
     stale_on_error: bool,
     inflight: SingleFlight,
 }
@@ -83,6 +84,8 @@ impl<L> fmt::Debug for LookupEnricher<L> {
 /// | [`ttl`](Self::ttl) | 5 min |
 /// | [`negative_ttl`](Self::negative_ttl) | 30 s |
 /// | [`max_entries`](Self::max_entries) | 10 000 |
+/// | [`max_bytes`](Self::max_bytes) | 64 MiB of cached values |
+/// | [`max_value_bytes`](Self::max_value_bytes) | 1 MiB per value |
 /// | [`max_batch`](Self::max_batch) | 100 keys per fetch |
 /// | [`stale_on_error`](Self::stale_on_error) | off |
 pub struct LookupEnricherBuilder<L> {
@@ -92,6 +95,7 @@ pub struct LookupEnricherBuilder<L> {
     merge: Option<Merge>,
     cache: CacheConfig,
     max_batch: usize,
+    max_value_bytes: usize,
 }
 
 impl<L> fmt::Debug for LookupEnricherBuilder<L> {
@@ -117,9 +121,11 @@ impl<L: Lookup> LookupEnricher<L> {
                 ttl: Duration::from_secs(300),
                 negative_ttl: Duration::from_secs(30),
                 max_entries: 10_000,
+                max_bytes: 64 << 20,
                 max_stale: None,
             },
             max_batch: 100,
+            max_value_bytes: 1 << 20,
         }
     }
 
@@ -196,6 +202,23 @@ impl<L: Lookup> LookupEnricherBuilder<L> {
         self
     }
 
+    /// The most bytes of values the cache holds (an estimate of their size
+    /// in memory); large values are evicted first to stay under it.
+    #[must_use]
+    pub fn max_bytes(mut self, bytes: u64) -> Self {
+        self.cache.max_bytes = bytes.max(1);
+        self
+    }
+
+    /// The largest value accepted from the lookup (estimated size in
+    /// memory). A larger one is an error for its key alone — written in
+    /// `enrichment_errors`, not cached, not held against the breaker.
+    #[must_use]
+    pub fn max_value_bytes(mut self, bytes: usize) -> Self {
+        self.max_value_bytes = bytes.max(1);
+        self
+    }
+
     /// The most keys per [`Lookup::fetch`] call.
     #[must_use]
     pub fn max_batch(mut self, keys: usize) -> Self {
@@ -228,6 +251,7 @@ impl<L: Lookup> LookupEnricherBuilder<L> {
             key,
             merge,
             max_batch: self.max_batch,
+            max_value_bytes: self.max_value_bytes,
             inflight: SingleFlight::default(),
         }
     }
@@ -270,13 +294,25 @@ impl<L: Lookup> LookupEnricher<L> {
             match result {
                 Ok(mut found) => {
                     for (key, tx) in chunk {
-                        let value = found.remove(&key);
-                        self.cache.insert(key.clone(), value.clone()).await;
-                        // Clone the value for waiters only if there are any.
+                        let resolution = match found.remove(&key) {
+                            Some(v) if value_size(&v) > self.max_value_bytes => {
+                                // This key's answer only: not cached, and
+                                // the fetch itself succeeded.
+                                Err(Arc::from(format!(
+                                    "value larger than the {}-byte limit (max_value_bytes)",
+                                    self.max_value_bytes
+                                )))
+                            }
+                            value => {
+                                self.cache.insert(key.clone(), value.clone()).await;
+                                Ok(value)
+                            }
+                        };
+                        // Clone the outcome for waiters only if there are any.
                         if guard.settle(&key, &tx) {
-                            let _ = tx.send(Some(Ok(value.clone())));
+                            let _ = tx.send(Some(resolution.clone()));
                         }
-                        out.push((key, Ok(value)));
+                        out.push((key, resolution));
                     }
                 }
                 Err(e) => {

@@ -23,6 +23,15 @@ use crate::event::{FieldName, Value};
 use crate::observe::{PipelineMetrics, SinkCounters};
 use crate::sink::{DynSink, FileSinkBuilder, Sink, StdoutSink};
 
+/// The largest queue a pipeline accepts: its slots are allocated up front
+/// (a few hundred bytes each), so a typo must not become a failed
+/// allocation that aborts the process.
+pub(crate) const MAX_QUEUE_CAPACITY: usize = 1 << 20;
+/// The largest batch.
+pub(crate) const MAX_BATCH_SIZE: usize = 1 << 16;
+/// The most batches in the enrichers at once.
+pub(crate) const MAX_PIPELINE_DEPTH: usize = 256;
+
 enum SinkSpec {
     Ready(Box<dyn DynSink>),
     File(FileSinkBuilder),
@@ -33,12 +42,12 @@ enum SinkSpec {
 /// | setting | default |
 /// | --- | --- |
 /// | [`filter`](Builder::filter) (used by [`init`](Builder::init)) | `RUST_LOG` when set, else `info` |
-/// | [`queue_capacity`](Builder::queue_capacity) | 10 000 events |
+/// | [`queue_capacity`](Builder::queue_capacity) | 10 000 events (at most 1 048 576) |
 /// | [`overflow`](Builder::overflow) | [`Overflow::Block`] |
 /// | [`block_timeout`](Builder::block_timeout) | 5 s |
-/// | [`batch_size`](Builder::batch_size) | 1024 events |
+/// | [`batch_size`](Builder::batch_size) | 1024 events (at most 65 536) |
 /// | [`linger`](Builder::linger) | 1 ms |
-/// | [`pipeline_depth`](Builder::pipeline_depth) | 4 batches |
+/// | [`pipeline_depth`](Builder::pipeline_depth) | 4 batches (at most 256) |
 /// | [`shutdown_timeout`](Builder::shutdown_timeout) | 30 s |
 /// | [`drop_timeout`](Builder::drop_timeout) | 5 s |
 /// | [`drop_report_interval`](Builder::drop_report_interval) | 5 s |
@@ -552,6 +561,19 @@ impl Builder {
     ) -> Result<(FapilogLayer, Guard, Arc<Signal<Result<(), InitError>>>), InitError> {
         if let Some(e) = self.deferred_error {
             return Err(e);
+        }
+        for (setting, value, max) in [
+            ("queue_capacity", self.capacity, MAX_QUEUE_CAPACITY),
+            ("batch_size", self.batch_size, MAX_BATCH_SIZE),
+            ("pipeline_depth", self.pipeline_depth, MAX_PIPELINE_DEPTH),
+        ] {
+            if value > max {
+                return Err(ConfigError::at(
+                    setting,
+                    format!("must be at most {max}, got {value}"),
+                )
+                .into());
+            }
         }
         if let Some(directives) = &self.filter {
             filter::check(directives)

@@ -22,6 +22,7 @@ mod stage;
 mod worker;
 
 pub use builder::Builder;
+pub(crate) use builder::{MAX_BATCH_SIZE, MAX_QUEUE_CAPACITY};
 pub use guard::Guard;
 use lifecycle::EnricherHandle;
 use signal::Signal;

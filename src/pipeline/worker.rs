@@ -86,7 +86,8 @@ impl Worker {
         let mut next_drop_check = after(Instant::now(), self.drop_report_interval);
         loop {
             while inflight.len() < depth {
-                let mut batch = Vec::with_capacity(self.batch_size);
+                // Sized by what is queued, not by the largest batch allowed.
+                let mut batch = Vec::with_capacity(self.batch_size.min(queue.len().max(1)));
                 let n = queue.pop_into(&mut batch, self.batch_size);
                 if n == 0 {
                     break;
