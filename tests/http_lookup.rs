@@ -279,6 +279,26 @@ async fn malformed_json_and_client_errors_are_errors() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_the_api_rejects_as_malformed_is_not_found_alone() {
+    let api = TestApi::start().await;
+    let lookup = HttpLookup::builder(api.url("/users/{key}"))
+        .build()
+        .unwrap();
+    // A breaker that would open on the first failure.
+    let options = patient().breaker(BreakerConfig::default().policy(FailurePolicy::Consecutive(1)));
+    let run = Run::start(users(lookup), options).await;
+    for key in ["bad-1", "bad%00", "bad-2"] {
+        let e = run.log_one(key);
+        assert_eq!(inserted(&e, "user"), None);
+        assert_eq!(e.enrichment_errors().count(), 0, "{key}: {e:?}");
+    }
+    assert_eq!(inserted(&run.log_one("dave"), "user"), Some(user("dave")));
+    let stats = run.stats();
+    run.finish().await;
+    assert_eq!((stats.failures, stats.short_circuits), (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_bodies_stop_at_the_limit() {
     let api = TestApi::start().await;
     let limit = HUGE_BODY_BYTES / 2;

@@ -162,3 +162,35 @@ fn huge_queue_and_batch_settings_are_errors_naming_the_setting() {
         assert!(err.to_string().contains("at most"), "{err}");
     }
 }
+
+#[tokio::test]
+async fn empty_and_overlong_text_keys_are_not_looked_up() {
+    let fetches = Arc::new(AtomicU64::new(0));
+    let lookup = Giant {
+        bytes: 8,
+        fetches: fetches.clone(),
+    };
+    let enricher = LookupEnricher::builder("user", lookup)
+        .key_field("user_id")
+        .build();
+    let ctx = EnrichContext::detached("user");
+    let batch: Vec<Event> = ["", &"k".repeat(1025)]
+        .iter()
+        .map(|k| Event::new(tracing::Level::INFO, "t", "m").with_field("user_id", *k))
+        .collect();
+    let patches = enrich(&enricher, &ctx, &batch).await;
+    for p in &patches {
+        assert_eq!(
+            (p.fields().count(), p.error()),
+            (0, None),
+            "not found, no error"
+        );
+    }
+    assert_eq!(
+        fetches.load(Ordering::SeqCst),
+        0,
+        "the source was not asked"
+    );
+    let ok = enrich(&enricher, &ctx, &events(1..2)).await;
+    assert_eq!(ok[0].fields().count(), 1);
+}

@@ -60,6 +60,7 @@ pub struct LookupEnricher<L> {
     cache: LookupCache,
     max_batch: usize,
     max_value_bytes: usize,
+    max_key_bytes: usize,
     stale_on_error: bool,
     inflight: SingleFlight,
 }
@@ -86,6 +87,7 @@ impl<L> fmt::Debug for LookupEnricher<L> {
 /// | [`max_entries`](Self::max_entries) | 10 000 |
 /// | [`max_bytes`](Self::max_bytes) | 64 MiB of cached values |
 /// | [`max_value_bytes`](Self::max_value_bytes) | 1 MiB per value |
+/// | [`max_key_bytes`](Self::max_key_bytes) | 1024 bytes per text key |
 /// | [`max_batch`](Self::max_batch) | 100 keys per fetch |
 /// | [`stale_on_error`](Self::stale_on_error) | off |
 pub struct LookupEnricherBuilder<L> {
@@ -96,6 +98,7 @@ pub struct LookupEnricherBuilder<L> {
     cache: CacheConfig,
     max_batch: usize,
     max_value_bytes: usize,
+    max_key_bytes: usize,
 }
 
 impl<L> fmt::Debug for LookupEnricherBuilder<L> {
@@ -126,6 +129,7 @@ impl<L: Lookup> LookupEnricher<L> {
             },
             max_batch: 100,
             max_value_bytes: 1 << 20,
+            max_key_bytes: 1024,
         }
     }
 
@@ -219,6 +223,14 @@ impl<L: Lookup> LookupEnricherBuilder<L> {
         self
     }
 
+    /// The longest text key looked up; a longer one (or an empty one) is
+    /// not found, without asking the source.
+    #[must_use]
+    pub fn max_key_bytes(mut self, bytes: usize) -> Self {
+        self.max_key_bytes = bytes;
+        self
+    }
+
     /// The most keys per [`Lookup::fetch`] call.
     #[must_use]
     pub fn max_batch(mut self, keys: usize) -> Self {
@@ -252,6 +264,7 @@ impl<L: Lookup> LookupEnricherBuilder<L> {
             merge,
             max_batch: self.max_batch,
             max_value_bytes: self.max_value_bytes,
+            max_key_bytes: self.max_key_bytes,
             inflight: SingleFlight::default(),
         }
     }
@@ -379,7 +392,18 @@ impl<L: Lookup> AsyncEnricher for LookupEnricher<L> {
         out: &mut [Patch],
         ctx: &EnrichContext,
     ) -> Result<(), EnrichError> {
-        let keys: Vec<Option<Key>> = events.iter().map(|e| self.key.key(e)).collect();
+        // An empty or overlong text key can name nothing worth fetching: it
+        // is not found, for itself alone, without asking the source.
+        let max_key = self.max_key_bytes;
+        let keys: Vec<Option<Key>> = events
+            .iter()
+            .map(|e| {
+                self.key.key(e).filter(|k| match k {
+                    Key::Str(s) => !s.is_empty() && s.len() <= max_key,
+                    _ => true,
+                })
+            })
+            .collect();
         let mut resolved: HashMap<Key, Resolution> = HashMap::new();
         let mut stale: HashMap<Key, Value> = HashMap::new();
         let mut missing: Vec<Key> = Vec::new();

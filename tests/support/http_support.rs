@@ -69,10 +69,13 @@ pub fn user(key: &str) -> Value {
 /// | `huge-streamed…` | 200, [`HUGE_BODY_BYTES`] of JSON in chunks, no `Content-Length` |
 /// | `huge-declared…` | 200, [`HUGE_BODY_BYTES`] of JSON with its `Content-Length` |
 /// | `slow…` | [`user`] after [`SLOW_ANSWER`] |
+/// | `bad…` | 400 |
 /// | anything else | 200, [`user`] |
 async fn answer(key: &str) -> Response {
     if key.starts_with("missing") {
         (StatusCode::NOT_FOUND, "no such user").into_response()
+    } else if key.starts_with("bad") {
+        (StatusCode::BAD_REQUEST, "malformed id").into_response()
     } else if key.starts_with("boom") {
         (StatusCode::INTERNAL_SERVER_ERROR, "database on fire").into_response()
     } else if key.starts_with("forbidden") {

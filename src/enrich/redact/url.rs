@@ -11,6 +11,7 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Query {
     /// Replace it whole with `…` (HTTP: API keys travel there).
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
     Hide,
     /// Keep it, but hide the values of password-like parameters
     /// (`password`, `pass`, `pwd`, `secret`, `token`, `sslpassword`, …).

@@ -25,7 +25,8 @@
 //! | --- | --- | --- |
 //! | 2xx with a JSON value | found | success |
 //! | 2xx with `null` or an empty body, 204 (per key); a key absent or `null` (batch) | not found (negatively cached) | success |
-//! | 404 (per key) | not found (negatively cached) | success |
+//! | 404, 410 (per key) | not found (negatively cached) | success |
+//! | 400, 422, 414 (per key: the server says *this key* is malformed) | not found (negatively cached) | success |
 //! | 5xx | error naming the status | failure |
 //! | any other status: 3xx (redirects are not followed), 401, 403, 429, a 404 from the batch endpoint… | error naming the status | failure |
 //! | body that is not JSON, or a batch body that is not an object | error saying so | failure |
@@ -37,7 +38,10 @@
 //! 401 after a token rotation, a 400 on every request or an endpoint that
 //! answers HTML all fail every call the same way, and opening the breaker
 //! stops sending requests that cannot succeed until a probe shows the API
-//! answering again. Errors are never cached.
+//! answering again. Errors are never cached. The exception is a per-key
+//! request the server rejects as malformed (400, 422, 414): that is about
+//! the key, not the API, so one hostile key is not found and never opens
+//! the breaker for everyone.
 //!
 //! In per-key mode the first failing request fails the whole fetch (and
 //! every key in it, with that request's error): [`Found`] cannot say "this
@@ -329,7 +333,13 @@ impl HttpLookup {
             .await
             .map_err(|e| endpoint.transport_error(e, &self.settings))?;
         match resp.status() {
-            StatusCode::NOT_FOUND => {
+            // No such key, or the server says this key is malformed: not
+            // found for this key alone, not an outage.
+            StatusCode::NOT_FOUND
+            | StatusCode::GONE
+            | StatusCode::BAD_REQUEST
+            | StatusCode::UNPROCESSABLE_ENTITY
+            | StatusCode::URI_TOO_LONG => {
                 // Read the (small) body so the connection goes back to the pool.
                 let _ = self.read_body(resp, &endpoint).await;
                 Ok(None)

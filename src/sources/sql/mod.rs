@@ -37,6 +37,7 @@ use sqlx::{AssertSqlSafe, ConnectOptions};
 use tokio::sync::OnceCell;
 
 mod decode;
+mod keys;
 
 use crate::enrich::EnrichError;
 use crate::error::ConfigError;
@@ -48,6 +49,7 @@ use decode::pg_value;
 use decode::row_to_json;
 #[cfg(feature = "sqlite")]
 use decode::sqlite_value;
+use keys::{Bound, KeyType, Prepared};
 
 /// Pool settings for a [`SqlLookup`].
 ///
@@ -190,6 +192,9 @@ pub struct SqlLookup {
     pool_settings: PoolSettings,
     health_query: Arc<str>,
     pool: OnceCell<Pool>,
+    /// What the query compares keys with, read from the statement at
+    /// start-up.
+    key_type: std::sync::OnceLock<KeyType>,
 }
 
 impl fmt::Debug for SqlLookup {
@@ -316,6 +321,7 @@ impl SqlLookupBuilder {
             pool_settings: self.pool,
             health_query: Arc::from(self.health_query),
             pool: OnceCell::new(),
+            key_type: std::sync::OnceLock::new(),
         })
     }
 }
@@ -405,6 +411,14 @@ impl Lookup for SqlLookup {
                 Sqlite
             ),
         };
+        let key_type = match self.key_type_of(&pool).await {
+            Ok(t) => t,
+            Err(e) => {
+                close(&pool).await;
+                return Err(e);
+            }
+        };
+        let _ = self.key_type.set(key_type);
         // A retried start-up after a failure may race nobody: start-up runs
         // once at a time. Keep the first pool if one exists.
         if self.pool.set(pool.clone()).is_err() {
@@ -434,71 +448,171 @@ impl Lookup for SqlLookup {
     }
 
     async fn fetch(&self, keys: &[Key]) -> Result<Found, EnrichError> {
-        if keys.is_empty() {
-            return Ok(Found::new());
+        let ty = self.key_type.get().copied().unwrap_or(KeyType::Any);
+        let prepared = Prepared::new(keys, ty);
+        let mut found = Found::new();
+        if prepared.bound.is_empty() {
+            // None of these keys can match: not found, without a query.
+            return Ok(found);
         }
         let key_col = self.key_column.as_deref();
         let nulls = self.nulls_as_null;
-        let mut found = Found::new();
+        let bound = &prepared.bound;
         match self.pool()? {
             #[cfg(feature = "postgres")]
             Pool::Postgres(p) => {
                 // The SQL comes from the application's configuration; the keys
-                // are bound as one array parameter, never spliced in.
+                // are bound as one array parameter of the type `$1` has,
+                // never spliced in.
                 let q = sqlx::query(AssertSqlSafe(self.query.clone()));
-                let q = if keys.iter().all(|k| matches!(k, Key::Int(_))) {
-                    q.bind(
-                        keys.iter()
-                            .filter_map(|k| match k {
-                                Key::Int(i) => Some(*i),
+                let ints = || {
+                    bound.iter().filter_map(|b| match b {
+                        Bound::Int(i) => Some(*i),
+                        _ => None,
+                    })
+                };
+                let q = match ty {
+                    // `convert` has checked the range.
+                    KeyType::Int(2) => q.bind(ints().map(|i| i as i16).collect::<Vec<i16>>()),
+                    KeyType::Int(4) => q.bind(ints().map(|i| i as i32).collect::<Vec<i32>>()),
+                    KeyType::Int(_) => q.bind(ints().collect::<Vec<i64>>()),
+                    KeyType::Text { .. } => q.bind(
+                        bound
+                            .iter()
+                            .filter_map(|b| match b {
+                                Bound::Text(s) => Some(s.clone()),
                                 _ => None,
                             })
-                            .collect::<Vec<i64>>(),
-                    )
-                } else {
-                    q.bind(keys.iter().map(|k| k.to_string()).collect::<Vec<String>>())
+                            .collect::<Vec<String>>(),
+                    ),
+                    KeyType::Any => {
+                        if bound.iter().all(|b| matches!(b, Bound::Raw(Key::Int(_)))) {
+                            q.bind(
+                                bound
+                                    .iter()
+                                    .filter_map(|b| match b {
+                                        Bound::Raw(Key::Int(i)) => Some(*i),
+                                        _ => None,
+                                    })
+                                    .collect::<Vec<i64>>(),
+                            )
+                        } else {
+                            q.bind(bound.iter().map(bound_text).collect::<Vec<String>>())
+                        }
+                    }
                 };
                 for row in q.fetch_all(p).await.map_err(query_error)? {
                     let (k, v) = row_to_json(&row, key_col, nulls, pg_value)?;
-                    found.insert(k, v);
+                    prepared.answer(&mut found, k, v);
                 }
             }
             #[cfg(feature = "mysql")]
             Pool::MySql(p) => {
-                let sql = expand_keys(&self.query, keys.len());
+                let sql = expand_keys(&self.query, bound.len());
                 let mut q = sqlx::query(AssertSqlSafe(sql));
-                for k in keys {
-                    q = match k {
-                        Key::Int(i) => q.bind(*i),
-                        Key::UInt(u) => q.bind(*u),
-                        Key::Str(s) => q.bind(s.to_string()),
-                        Key::Bool(b) => q.bind(*b),
+                for b in bound {
+                    q = match b {
+                        Bound::Int(i) | Bound::Raw(Key::Int(i)) => q.bind(*i),
+                        Bound::Raw(Key::UInt(u)) => q.bind(*u),
+                        Bound::Raw(Key::Bool(v)) => q.bind(*v),
+                        Bound::Text(_) | Bound::Raw(Key::Str(_)) => q.bind(bound_text(b)),
                     };
                 }
                 for row in q.fetch_all(p).await.map_err(query_error)? {
                     let (k, v) = row_to_json(&row, key_col, nulls, mysql_value)?;
-                    found.insert(k, v);
+                    prepared.answer(&mut found, k, v);
                 }
             }
             #[cfg(feature = "sqlite")]
             Pool::Sqlite(p) => {
-                let sql = expand_keys(&self.query, keys.len());
+                let sql = expand_keys(&self.query, bound.len());
                 let mut q = sqlx::query(AssertSqlSafe(sql));
-                for k in keys {
-                    q = match k {
-                        Key::Int(i) => q.bind(*i),
-                        Key::UInt(u) => q.bind(u.to_string()),
-                        Key::Str(s) => q.bind(s.to_string()),
-                        Key::Bool(b) => q.bind(*b),
+                for b in bound {
+                    q = match b {
+                        Bound::Int(i) | Bound::Raw(Key::Int(i)) => q.bind(*i),
+                        Bound::Raw(Key::Bool(v)) => q.bind(*v),
+                        Bound::Raw(Key::UInt(_) | Key::Str(_)) | Bound::Text(_) => {
+                            q.bind(bound_text(b))
+                        }
                     };
                 }
                 for row in q.fetch_all(p).await.map_err(query_error)? {
                     let (k, v) = row_to_json(&row, key_col, nulls, sqlite_value)?;
-                    found.insert(k, v);
+                    prepared.answer(&mut found, k, v);
                 }
             }
         }
         Ok(found)
+    }
+}
+
+/// A bound key as text.
+fn bound_text(b: &Bound) -> String {
+    match b {
+        Bound::Int(i) => i.to_string(),
+        Bound::Text(s) => s.clone(),
+        Bound::Raw(k) => k.to_string(),
+    }
+}
+
+impl SqlLookup {
+    /// The key type from the key column of the result: MySQL and SQLite do
+    /// not type their parameters, so the column the keys are compared with
+    /// is read off what the query returns.
+    #[cfg(any(feature = "mysql", feature = "sqlite"))]
+    fn key_column_type<'c>(&self, columns: impl Iterator<Item = (&'c str, &'c str)>) -> KeyType {
+        let mut columns = columns;
+        let found = match &self.key_column {
+            Some(k) => columns.find(|(n, _)| n == k),
+            None => columns.next(),
+        };
+        found.map_or(KeyType::Any, |(_, t)| KeyType::from_type_name(t, true))
+    }
+
+    /// Reads what the query compares keys with from its prepared form.
+    async fn key_type_of(&self, pool: &Pool) -> Result<KeyType, EnrichError> {
+        use sqlx::{Executor, SqlSafeStr, Statement, TypeInfo};
+        let prepare_error = |e: sqlx::Error| {
+            EnrichError::new("the lookup query does not prepare; check its SQL", e)
+        };
+        let ty = match pool {
+            #[cfg(feature = "postgres")]
+            Pool::Postgres(p) => {
+                let st = p
+                    .prepare(AssertSqlSafe(self.query.to_string()).into_sql_str())
+                    .await
+                    .map_err(prepare_error)?;
+                match st.parameters() {
+                    Some(sqlx::Either::Left([first, ..])) => {
+                        KeyType::from_type_name(first.name(), false)
+                    }
+                    _ => KeyType::Any,
+                }
+            }
+            #[cfg(feature = "mysql")]
+            Pool::MySql(p) => {
+                let st = p
+                    .prepare(AssertSqlSafe(expand_keys(&self.query, 1)).into_sql_str())
+                    .await
+                    .map_err(prepare_error)?;
+                self.key_column_type(st.columns().iter().map(|c| {
+                    use sqlx::Column;
+                    (c.name(), c.type_info().name())
+                }))
+            }
+            #[cfg(feature = "sqlite")]
+            Pool::Sqlite(p) => {
+                let st = p
+                    .prepare(AssertSqlSafe(expand_keys(&self.query, 1)).into_sql_str())
+                    .await
+                    .map_err(prepare_error)?;
+                self.key_column_type(st.columns().iter().map(|c| {
+                    use sqlx::Column;
+                    (c.name(), c.type_info().name())
+                }))
+            }
+        };
+        Ok(ty)
     }
 }
 
