@@ -4,7 +4,10 @@
 //! Application code keeps using `tracing::info!` and spans; fapilog captures
 //! each event with its span context on the caller's thread, hands it to a
 //! bounded queue, and — on a worker of its own — enriches it and writes it to
-//! sinks in order. The log call never waits on an enricher or a sink.
+//! sinks in order. The log call never waits on an enricher or a sink: only
+//! when the queue is full, under [`Overflow::Block`], does it wait for
+//! room — bounded, and never long on an async runtime's thread (the table
+//! on [`Overflow::Block`] says how long on which thread).
 //!
 //! ```
 //! # fn main() -> Result<(), fapilog::InitError> {
@@ -102,8 +105,14 @@
 //! * **Order**: sinks see events in the order they were enqueued (so each
 //!   thread's events in the order it logged them).
 //! * **Accounting**: every event is either emitted or counted as dropped;
-//!   [`Guard::stats`] and the [`ShutdownReport`] say how many of each, and
-//!   an "events dropped" record appears in the stream while drops happen.
+//!   and every emitted event is, for each sink, either written or counted
+//!   as undelivered (after bounded retries, a timeout, or while the sink
+//!   was stalled). [`Guard::stats`] and the [`ShutdownReport`] say how many
+//!   of each, per sink; "events dropped" and "events undelivered" records
+//!   appear in the stream (the latter on the other sinks) while it happens.
+//! * **Isolation of sinks**: each sink is fed by a task of its own, and the
+//!   built-in sinks do their file and stdout I/O on tokio's blocking pool:
+//!   a slow or stuck disk delays no enricher timer and no other sink.
 //! * **No loss at shutdown**: [`Guard::shutdown`] drains everything queued
 //!   before it. Logging afterwards is counted as dropped, never a panic.
 //! * **No feedback loops**: events emitted on the pipeline's own threads (by

@@ -17,10 +17,15 @@ struct Outcome {
     app: Vec<u64>,
     records: Vec<Event>,
     report: fapilog::ShutdownReport,
+    /// Events that were past the queue (in the sink and its channel) when
+    /// the queue began to fill: seq 0 up to this, exclusive.
+    downstream: u64,
 }
 
-/// Logs seq 0, waits until the worker is stuck writing it, logs seq 1..N
-/// into a queue of `CAPACITY`, then lets the sink go and shuts down.
+/// Logs seq 0 and waits until the sink is stuck writing it; logs one event
+/// at a time until the queue holds one (the sink's channel is full and the
+/// worker waits on it); then logs the rest into the queue of `CAPACITY`,
+/// lets the sink go and shuts down.
 fn overflow_a_stalled_sink(policy: Overflow) -> Outcome {
     let out = Collected::new();
     let gate = Gate::new();
@@ -30,18 +35,34 @@ fn overflow_a_stalled_sink(policy: Overflow) -> Outcome {
             .overflow(policy)
             .queue_capacity(CAPACITY)
             .drop_report_interval(Duration::from_millis(1))
+            // The stalled sink is waited for, not given up on.
+            .sink_timeout(Duration::from_secs(600))
             .sink(StallingSink::new(&out, &gate, &entered)),
     );
     let log = |seq: u64| tracing::dispatcher::with_default(&dispatch, || tracing::info!(seq, "x"));
 
     log(0);
     assert!(entered.wait_for(1), "the worker never wrote a batch");
-    for seq in 1..N {
+    let mut seq = 1;
+    loop {
+        log(seq);
+        seq += 1;
+        std::thread::sleep(Duration::from_millis(20));
+        if guard.stats().queue_depth == 1 {
+            break;
+        }
+        assert!(
+            seq < 100,
+            "the worker kept taking events past a stalled sink"
+        );
+    }
+    let downstream = seq - 1;
+    for seq in seq..N {
         log(seq);
     }
     let stats = guard.stats();
     assert_eq!(stats.queue_depth, CAPACITY, "{stats:?}");
-    assert_eq!(stats.dropped, N - 1 - CAPACITY as u64, "{stats:?}");
+    assert_eq!(stats.dropped, N - downstream - CAPACITY as u64, "{stats:?}");
 
     gate.open();
     // While the pipeline is still running, the drops show up in the stream.
@@ -60,6 +81,7 @@ fn overflow_a_stalled_sink(policy: Overflow) -> Outcome {
             .collect(),
         records: out.internal_events(),
         report,
+        downstream,
     }
 }
 
@@ -87,9 +109,9 @@ fn drop_newest_counts_every_drop_exactly() {
     let o = overflow_a_stalled_sink(Overflow::DropNewest);
 
     assert!(o.report.dropped > 0, "{:?}", o.report);
-    // The events that fit were the oldest: seq 0 (being written) and the
-    // first CAPACITY after it.
-    let expected: Vec<u64> = (0..=CAPACITY as u64).collect();
+    // The events that fit were the oldest: those past the queue, and the
+    // first CAPACITY after them.
+    let expected: Vec<u64> = (0..o.downstream + CAPACITY as u64).collect();
     assert_eq!(o.app, expected);
     assert_eq!(o.app.len() as u64 + o.report.dropped, N, "{:?}", o.report);
     assert_drop_records(&o);
@@ -103,10 +125,10 @@ fn drop_oldest_keeps_the_newest_events() {
     let o = overflow_a_stalled_sink(Overflow::DropOldest);
 
     assert!(o.report.dropped > 0, "{:?}", o.report);
-    // seq 0 was already being written; the queue ends up holding the last
-    // CAPACITY events logged.
+    // Those past the queue were already on their way; the queue ends up
+    // holding the last CAPACITY events logged.
     let newest = N - CAPACITY as u64..N;
-    let expected: Vec<u64> = std::iter::once(0).chain(newest).collect();
+    let expected: Vec<u64> = (0..o.downstream).chain(newest).collect();
     assert_eq!(o.app, expected);
     assert_eq!(o.app.len() as u64 + o.report.dropped, N, "{:?}", o.report);
     assert_drop_records(&o);

@@ -46,24 +46,28 @@ fn pipeline_counters_reach_the_facade() {
     tracing::dispatcher::with_default(&dispatch, || {
         tracing::info!(seq = 0u64, "first");
     });
-    // The sink holds the first batch; 8 more fit the queue, 12 are dropped.
+    // The sink holds the first batch; its channel and the queue hold a few
+    // dozen more (each batch at most the queue's 8), the rest is dropped.
     assert!(entered.wait_for(1), "the sink received the first batch");
     tracing::dispatcher::with_default(&dispatch, || {
-        for seq in 1..=20u64 {
+        for seq in 1..=500u64 {
             tracing::info!(seq, "more");
         }
     });
-    gate.open();
     let stats_dropped = guard.stats().dropped;
+    gate.open();
     let report = guard.shutdown_blocking();
-    assert_eq!(stats_dropped, 12);
-    assert_eq!(report.emitted + report.dropped, 21);
+    assert!(stats_dropped >= 400, "{stats_dropped}");
+    assert_eq!(
+        report.dropped, stats_dropped,
+        "nothing dropped after the burst"
+    );
+    assert_eq!(report.emitted + report.dropped, 501);
 
     let f = facade(&snapshotter);
     assert_eq!(counter(&f, "fapilog_events_emitted_total"), report.emitted);
-    assert_eq!(counter(&f, "fapilog_events_emitted_total"), 9);
-    assert_eq!(counter(&f, "fapilog_events_dropped_total"), 12);
-    assert_eq!(counter(&f, "fapilog_events_enqueued_total"), 9);
+    assert_eq!(counter(&f, "fapilog_events_dropped_total"), report.dropped);
+    assert_eq!(counter(&f, "fapilog_events_enqueued_total"), report.emitted);
     match f.get("fapilog_queue_depth") {
         Some(DebugValue::Gauge(g)) => assert_eq!(g.into_inner(), 0.0),
         other => panic!("gauge fapilog_queue_depth: {other:?}"),

@@ -441,7 +441,6 @@ async fn hostile_key_names_are_only_data() {
         "{key}".into(),
         "üñíçødé ключ 鍵 🦀".into(),
         "tab\tnull\0byte".into(),
-        String::new(),
     ];
     for k in &hostile {
         let value = serde_json::to_string(&json!({ "k": k })).unwrap();
@@ -455,7 +454,12 @@ async fn hostile_key_names_are_only_data() {
             .build(),
     ))
     .await;
-    for k in hostile.iter().map(String::as_str).chain(patterns) {
+    for k in hostile
+        .iter()
+        .map(String::as_str)
+        .chain(patterns)
+        .chain([""])
+    {
         tracing::info!(user_id = k, "hostile");
     }
     let (_, events) = running.finish().await;
@@ -465,6 +469,10 @@ async fn hostile_key_names_are_only_data() {
         assert_eq!(inserted(e, "user"), Some(json!({ "k": k })), "key {k:?}");
         assert!(errors(e).is_empty(), "key {k:?}: {:?}", errors(e));
     }
+    // An empty key names nothing: not looked up, not found, no error.
+    let e = by_user(&events, "");
+    assert_eq!(inserted(e, "user"), None);
+    assert!(errors(e).is_empty(), "{:?}", errors(e));
     for p in patterns {
         let e = by_user(&events, p);
         assert_eq!(

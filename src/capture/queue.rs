@@ -24,12 +24,19 @@ use crate::resilience::deadline::after_std;
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Overflow {
-    /// Wait for room, up to the block timeout, then drop (counted). When the
-    /// worker runs on an application runtime, a log call made on a
-    /// current-thread runtime never waits: it drops at once, since that
-    /// thread may be the one the worker needs to make room. Once a
-    /// wait has timed out, later calls drop at once until the worker makes
-    /// progress again, so a stuck sink costs one timeout, not one per call.
+    /// Wait for room, then drop (counted) if none came. How long a log call
+    /// may wait, by the thread it is made on:
+    ///
+    /// | thread | longest wait |
+    /// | --- | --- |
+    /// | not a tokio runtime's | the block timeout (default 5 s) |
+    /// | a multi-thread runtime's worker | the block timeout, inside `block_in_place`, so the runtime's other tasks move to its other threads |
+    /// | a current-thread runtime's | 2 ms (or the block timeout if shorter): longer would freeze every task of that runtime |
+    /// | a current-thread runtime's that also runs the pipeline's worker | none: it drops at once, since waiting would stop the very task that makes room |
+    ///
+    /// Once a wait has timed out, later calls drop at once until the worker
+    /// makes progress again, so a stuck pipeline costs one timeout, not one
+    /// per call.
     #[default]
     Block,
     /// Drop the event being logged (counted).
@@ -37,6 +44,10 @@ pub enum Overflow {
     /// Make room by dropping the oldest queued event (counted).
     DropOldest,
 }
+
+/// The longest a log call made on a current-thread tokio runtime waits for
+/// room under [`Overflow::Block`] before it drops.
+pub(crate) const CURRENT_THREAD_WAIT: Duration = Duration::from_millis(2);
 
 pub(crate) struct Queue {
     q: ArrayQueue<Event>,
@@ -165,28 +176,32 @@ impl Queue {
     fn push_slow(&self, event: Event) {
         // Make sure the worker knows there is work before we wait on it.
         self.wake_consumer_always();
-        let may_block = !self.worker_on_app_runtime
-            || match tokio::runtime::Handle::try_current() {
-                Ok(h) => h.runtime_flavor() != tokio::runtime::RuntimeFlavor::CurrentThread,
-                Err(_) => true,
-            };
-        if !may_block || self.stalled_at.load(Ordering::Relaxed) == self.popped() {
+        if self.stalled_at.load(Ordering::Relaxed) == self.popped() {
             self.count_dropped(1);
             return;
         }
-        let on_app_multi_thread =
-            self.worker_on_app_runtime && tokio::runtime::Handle::try_current().is_ok();
-        if on_app_multi_thread {
-            // Hand this runtime thread's other tasks (possibly the worker) to
-            // another thread while we wait.
-            tokio::task::block_in_place(|| self.wait_for_room(event));
-        } else {
-            self.wait_for_room(event);
+        use tokio::runtime::{Handle, RuntimeFlavor};
+        match Handle::try_current().map(|h| h.runtime_flavor()) {
+            // A current-thread runtime runs all its tasks on this thread:
+            // waiting would freeze every one of them (and, when the worker
+            // runs there, the very task that makes room). Wait a moment at
+            // most, or not at all.
+            Ok(RuntimeFlavor::CurrentThread) => {
+                if self.worker_on_app_runtime {
+                    self.count_dropped(1);
+                } else {
+                    self.wait_for_room(event, self.block_timeout.min(CURRENT_THREAD_WAIT));
+                }
+            }
+            // Hand this thread's other tasks (possibly the worker) to the
+            // runtime's other threads while we wait.
+            Ok(_) => tokio::task::block_in_place(|| self.wait_for_room(event, self.block_timeout)),
+            Err(_) => self.wait_for_room(event, self.block_timeout),
         }
     }
 
-    fn wait_for_room(&self, mut event: Event) {
-        let deadline = after_std(Instant::now(), self.block_timeout);
+    fn wait_for_room(&self, mut event: Event, timeout: Duration) {
+        let deadline = after_std(Instant::now(), timeout);
         let backoff = Backoff::new();
         loop {
             // Closed while we waited: the worker may already be gone.

@@ -32,13 +32,19 @@ pub struct Stats {
     pub enrichers: Vec<super::EnricherStats>,
 }
 
-/// One sink's counters.
+/// One sink's counters. Once the pipeline has shut down, every emitted
+/// event is, for every sink, either `written` or `undelivered`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct SinkStats {
     /// The sink's name.
     pub name: String,
-    /// Failed writes and flushes.
+    /// Events the sink accepted.
+    pub written: u64,
+    /// Events that never reached the sink: its writes failed after the
+    /// retries, timed out, or it was stalled when they came.
+    pub undelivered: u64,
+    /// Failed write and flush attempts (retries included).
     pub failures: u64,
     /// The last failure's message.
     pub last_error: Option<String>,
@@ -55,6 +61,11 @@ pub struct ShutdownReport {
     pub dropped: u64,
     /// Failed sink writes and flushes.
     pub sink_failures: u64,
+    /// Events that never reached some sink, summed over the sinks (see
+    /// [`sinks`](Self::sinks) for which).
+    pub undelivered: u64,
+    /// Each sink's counters at the end, in the order they were added.
+    pub sinks: Vec<SinkStats>,
     /// Sync enricher panics.
     pub enricher_panics: u64,
     /// The deadline passed before the queue was drained.
@@ -66,6 +77,10 @@ pub struct ShutdownReport {
 #[derive(Debug, Default)]
 pub(crate) struct SinkCounters {
     pub(crate) name: String,
+    /// Events handed to the sink's runner (application events only).
+    pub(crate) sent: AtomicU64,
+    pub(crate) written: AtomicU64,
+    pub(crate) undelivered: AtomicU64,
     pub(crate) failures: AtomicU64,
     pub(crate) last_error: Mutex<Option<String>>,
 }
@@ -83,9 +98,17 @@ impl SinkCounters {
         *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(message);
     }
 
+    /// Events sent but neither written nor counted undelivered yet.
+    pub(crate) fn pending(&self) -> u64 {
+        let done = self.written.load(Ordering::Relaxed) + self.undelivered.load(Ordering::Relaxed);
+        self.sent.load(Ordering::Relaxed).saturating_sub(done)
+    }
+
     pub(crate) fn snapshot(&self) -> SinkStats {
         SinkStats {
             name: self.name.clone(),
+            written: self.written.load(Ordering::Relaxed),
+            undelivered: self.undelivered.load(Ordering::Relaxed),
             failures: self.failures.load(Ordering::Relaxed),
             last_error: self
                 .last_error

@@ -10,6 +10,7 @@ use tracing_subscriber::{EnvFilter, reload};
 
 use super::guard::FilterHandle;
 use super::lifecycle::{EnricherHandle, LifecycleConfig};
+use super::sinks::SinkPolicy;
 use super::stage::{AsyncSlot, Stage, Step, plan};
 use super::worker::Worker;
 use super::{Guard, Shared, Signal};
@@ -50,7 +51,9 @@ enum SinkSpec {
 /// | [`pipeline_depth`](Builder::pipeline_depth) | 4 batches (at most 256) |
 /// | [`shutdown_timeout`](Builder::shutdown_timeout) | 30 s |
 /// | [`drop_timeout`](Builder::drop_timeout) | 5 s |
-/// | [`drop_report_interval`](Builder::drop_report_interval) | 5 s |
+/// | [`drop_report_interval`](Builder::drop_report_interval) | 5 s (also for "events undelivered" records) |
+/// | [`sink_timeout`](Builder::sink_timeout) | 10 s per write or flush |
+/// | [`sink_retries`](Builder::sink_retries) | 3, backoff 100 ms to 2 s |
 /// | sinks | JSON lines on stdout if none is added |
 /// | worker | its own thread and runtime ([`runtime`](Builder::runtime) to change) |
 /// | `log` bridge | on ([`bridge_log`](Builder::bridge_log)) |
@@ -83,6 +86,7 @@ pub struct Builder {
     bridge_log: bool,
     pipeline_depth: usize,
     redaction: Redaction,
+    sink_policy: SinkPolicy,
 }
 
 impl fmt::Debug for Builder {
@@ -130,6 +134,12 @@ impl Default for Builder {
             bridge_log: true,
             pipeline_depth: 4,
             redaction: Redaction::default(),
+            sink_policy: SinkPolicy {
+                timeout: Duration::from_secs(10),
+                retries: 3,
+                retry_min: Duration::from_millis(100),
+                retry_max: Duration::from_secs(2),
+            },
         }
     }
 }
@@ -362,6 +372,28 @@ impl Builder {
     pub fn startup_retry_backoff(mut self, min: Duration, max: Duration) -> Self {
         self.lifecycle.retry_min = min;
         self.lifecycle.retry_max = max.max(min);
+        self
+    }
+
+    /// Longest one sink write or flush may take, and longest the pipeline
+    /// waits for a busy sink to take a batch (default 10 s). A sink that
+    /// does not take one in that time is *stalled*: the events it misses
+    /// are counted as undelivered for it, without waiting again, until it
+    /// takes a batch again. Other sinks and enrichment are never held up.
+    #[must_use]
+    pub fn sink_timeout(mut self, timeout: Duration) -> Self {
+        self.sink_policy.timeout = timeout;
+        self
+    }
+
+    /// How many times a failed sink write is retried, with exponential
+    /// backoff from `min` to `max`, before its events are counted as
+    /// undelivered for that sink (default 3, from 100 ms to 2 s).
+    #[must_use]
+    pub fn sink_retries(mut self, retries: u32, min: Duration, max: Duration) -> Self {
+        self.sink_policy.retries = retries;
+        self.sink_policy.retry_min = min;
+        self.sink_policy.retry_max = max.max(min);
         self
     }
 
@@ -654,6 +686,7 @@ impl Builder {
             enrich_deadline: self.enrich_deadline,
             record_errors: self.record_errors,
             sinks,
+            sink_policy: self.sink_policy,
             batch_size: self.batch_size,
             linger: self.linger,
             drop_report_interval: self.drop_report_interval,

@@ -18,6 +18,7 @@ mod builder;
 mod guard;
 mod lifecycle;
 mod signal;
+mod sinks;
 mod stage;
 mod worker;
 
@@ -78,10 +79,23 @@ impl Shared {
             .queue
             .popped()
             .saturating_sub(s.emitted + self.lost.load(Ordering::Relaxed));
+        // A sink still holding events it has not written (a hung sink the
+        // shutdown stopped waiting for) will not write them now.
+        let sinks: Vec<_> = self
+            .sinks
+            .iter()
+            .zip(s.sinks)
+            .map(|(c, mut stats)| {
+                stats.undelivered += c.pending();
+                stats
+            })
+            .collect();
         ShutdownReport {
             emitted: s.emitted,
             dropped: s.dropped + s.queue_depth as u64 + in_flight,
             sink_failures: s.sink_failures,
+            undelivered: sinks.iter().map(|s| s.undelivered).sum(),
+            sinks,
             enricher_panics: s.enricher_panics,
             timed_out,
             enrichers: s.enrichers,

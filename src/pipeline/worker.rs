@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use futures_util::FutureExt;
 use futures_util::stream::{FuturesOrdered, StreamExt};
 use tokio::time::Instant;
 
 use super::lifecycle::{self, LifecycleConfig};
+use super::sinks::{SinkPolicy, SinkSet};
 use super::stage::{AsyncSlot, Stage, run_async};
 use super::{Shared, Signal};
 use crate::capture::spawn_suppressed;
@@ -29,6 +29,7 @@ pub(crate) struct Worker {
     pub(crate) enrich_deadline: Duration,
     pub(crate) record_errors: bool,
     pub(crate) sinks: Vec<Box<dyn DynSink>>,
+    pub(crate) sink_policy: SinkPolicy,
     pub(crate) batch_size: usize,
     pub(crate) linger: Duration,
     pub(crate) drop_report_interval: Duration,
@@ -70,6 +71,12 @@ impl Worker {
 
     async fn run(mut self, stop: tokio::sync::watch::Sender<bool>) {
         let queue = self.shared.queue.clone();
+        let shared = self.shared.clone();
+        let mut sinks = SinkSet::spawn(
+            std::mem::take(&mut self.sinks),
+            self.shared.clone(),
+            self.sink_policy,
+        );
         let enrichment = Enrichment {
             stages: Arc::new(std::mem::take(&mut self.stages)),
             shared: self.shared.clone(),
@@ -83,6 +90,7 @@ impl Worker {
         let mut inflight: FuturesOrdered<Enriched> = FuturesOrdered::new();
         let mut dirty = false;
         let mut reported_dropped = 0u64;
+        let mut reported_undelivered = vec![0u64; sinks.len()];
         let mut next_drop_check = after(Instant::now(), self.drop_report_interval);
         loop {
             while inflight.len() < depth {
@@ -109,6 +117,7 @@ impl Worker {
                 if let Some(record) = self.drop_record(&mut reported_dropped) {
                     inflight.push_back(enrichment.start(vec![record], false));
                 }
+                Self::report_undelivered(&shared, &mut sinks, &mut reported_undelivered).await;
             }
             if inflight.is_empty() {
                 if queue.is_closed() {
@@ -119,7 +128,7 @@ impl Worker {
                     continue;
                 }
                 if dirty {
-                    self.flush_sinks().await;
+                    sinks.flush();
                     dirty = false;
                 }
                 let until_check = next_drop_check.saturating_duration_since(Instant::now());
@@ -132,21 +141,28 @@ impl Worker {
                 tokio::select! {
                     biased;
                     Some((batch, count)) = inflight.next() => {
-                        self.write(&batch, count).await;
+                        Self::write(&shared, &mut sinks, batch, count).await;
                         dirty = true;
                     }
                     _ = queue.wait(None) => {}
                 }
             } else if let Some((batch, count)) = inflight.next().await {
-                self.write(&batch, count).await;
+                Self::write(&shared, &mut sinks, batch, count).await;
                 dirty = true;
             }
         }
         if let Some(record) = self.drop_record(&mut reported_dropped) {
             let (batch, count) = enrichment.start(vec![record], false).await;
-            self.write(&batch, count).await;
+            Self::write(&shared, &mut sinks, batch, count).await;
         }
-        self.flush_sinks().await;
+        // Each sink writes what it holds and flushes; one that hangs is
+        // left behind after its timeout, so the enrichers below are still
+        // shut down (and their pools closed) in time. What a sink missed is
+        // told to the others before they close.
+        let deadline = after(Instant::now(), self.sink_policy.timeout);
+        sinks.drain(deadline).await;
+        Self::report_undelivered(&shared, &mut sinks, &mut reported_undelivered).await;
+        sinks.close(deadline).await;
         self.shared.publish_metrics();
         let _ = stop.send(true);
         lifecycle::shutdown_all(&self.async_slots, self.lifecycle.shutdown_timeout).await;
@@ -169,49 +185,34 @@ impl Worker {
         )
     }
 
-    /// Hands a batch to every sink. `count_emitted` is false for fapilog's
-    /// own records: written, but not application events (emitted + dropped
-    /// = logged).
-    async fn write(&mut self, batch: &[Event], count_emitted: bool) {
-        let shared = &self.shared;
-        let writes = self
-            .sinks
-            .iter_mut()
-            .enumerate()
-            .map(|(i, sink)| async move {
-                let r = AssertUnwindSafe(sink.write_batch(batch))
-                    .catch_unwind()
-                    .await;
-                match r {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => shared.sinks[i].fail(e.to_string()),
-                    Err(_) => shared.sinks[i].fail("sink panicked".to_owned()),
-                }
-            });
-        futures_util::future::join_all(writes).await;
-        if count_emitted {
-            self.shared
-                .emitted
-                .fetch_add(batch.len() as u64, Ordering::Relaxed);
-            self.shared.publish_metrics();
+    /// An "events undelivered" record for each sink that missed events
+    /// since the last one, written to the other sinks.
+    async fn report_undelivered(shared: &Shared, sinks: &mut SinkSet, reported: &mut [u64]) {
+        for (i, (c, reported)) in shared.sinks.iter().zip(reported.iter_mut()).enumerate() {
+            let total = c.undelivered.load(Ordering::Relaxed);
+            if total <= *reported {
+                continue;
+            }
+            let record = Event::new(tracing::Level::WARN, "fapilog", "events undelivered")
+                .with_field("sink", c.name.clone())
+                .with_field("undelivered", total - *reported)
+                .with_field("undelivered_total", total)
+                .with_field("last_error", c.snapshot().last_error.unwrap_or_default());
+            *reported = total;
+            sinks.write(vec![record], false, Some(i)).await;
         }
     }
 
-    async fn flush_sinks(&mut self) {
-        let shared = &self.shared;
-        let flushes = self
-            .sinks
-            .iter_mut()
-            .enumerate()
-            .map(|(i, sink)| async move {
-                let r = AssertUnwindSafe(sink.flush()).catch_unwind().await;
-                match r {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => shared.sinks[i].fail(e.to_string()),
-                    Err(_) => shared.sinks[i].fail("sink panicked while flushing".to_owned()),
-                }
-            });
-        futures_util::future::join_all(flushes).await;
+    /// Hands a batch to every sink. `count_emitted` is false for fapilog's
+    /// own records: written, but not application events (emitted + dropped
+    /// = logged).
+    async fn write(shared: &Shared, sinks: &mut SinkSet, batch: Vec<Event>, count_emitted: bool) {
+        let n = batch.len() as u64;
+        sinks.write(batch, count_emitted, None).await;
+        if count_emitted {
+            shared.emitted.fetch_add(n, Ordering::Relaxed);
+            shared.publish_metrics();
+        }
     }
 }
 

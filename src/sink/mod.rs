@@ -42,8 +42,15 @@ pub trait Sink: Send + 'static {
     /// A short name used in stats and error reports.
     fn name(&self) -> &str;
 
-    /// Writes a batch of events, in order. An error counts the batch as a
-    /// sink failure; the pipeline carries on.
+    /// Writes a batch of events, in order. On an error the batch (or the
+    /// part of it not yet written, see [`SinkError::after_writing`]) is
+    /// retried with backoff; past the retries its events are counted as
+    /// undelivered for this sink, and the pipeline carries on.
+    ///
+    /// Each sink runs on a thread of its own, so blocking I/O here stalls
+    /// this sink only — never enrichment or the other sinks. A write that
+    /// takes longer than the sink timeout is not retried (part of it may
+    /// have been written) and its events are counted as undelivered.
     fn write_batch(
         &mut self,
         events: &[Event],
@@ -95,9 +102,16 @@ impl<S: Sink> DynSink for S {
 }
 
 /// A sink's failure to write or flush.
+///
+/// A failed batch is retried (a bounded number of times, with backoff)
+/// before its events are counted as undelivered for this sink. A sink that
+/// wrote part of the batch before failing says so with
+/// [`after_writing`](SinkError::after_writing), so that only the rest is
+/// retried and nothing is written twice.
 pub struct SinkError {
     message: String,
     source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    written: usize,
 }
 
 impl SinkError {
@@ -106,6 +120,7 @@ impl SinkError {
         SinkError {
             message: message.into(),
             source: None,
+            written: 0,
         }
     }
 
@@ -117,7 +132,21 @@ impl SinkError {
         SinkError {
             message: message.into(),
             source: Some(source.into()),
+            written: 0,
         }
+    }
+
+    /// Says that the first `events` of the batch were written (durably
+    /// enough not to be written again) before the failure.
+    #[must_use]
+    pub fn after_writing(mut self, events: usize) -> Self {
+        self.written = events;
+        self
+    }
+
+    /// How many events of the batch were written before the failure.
+    pub fn written(&self) -> usize {
+        self.written
     }
 }
 

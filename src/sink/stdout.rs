@@ -20,11 +20,18 @@ pub enum StdoutFormat {
 }
 
 /// Writes events to standard output, one batch per `write` call.
+///
+/// Lines are formatted on the pipeline's worker; the write to stdout (which
+/// blocks when a terminal or a pipe is slow) runs on tokio's blocking pool,
+/// one at a time, so it never holds up the runtime that drives enrichment.
 #[derive(Debug)]
 pub struct StdoutSink {
     format: StdoutFormat,
     color: bool,
     buf: Vec<u8>,
+    /// A write still on the blocking pool (cut off by the sink timeout):
+    /// the next one waits for it, so batches stay in order.
+    in_flight: Option<tokio::task::JoinHandle<(Vec<u8>, std::io::Result<()>)>>,
 }
 
 impl StdoutSink {
@@ -44,6 +51,21 @@ impl StdoutSink {
             format,
             color: std::io::stdout().is_terminal(),
             buf: Vec::with_capacity(64 * 1024),
+            in_flight: None,
+        }
+    }
+}
+
+impl StdoutSink {
+    /// Waits for a write still on the blocking pool and takes its buffer
+    /// back.
+    async fn settle(&mut self) {
+        if let Some(write) = self.in_flight.as_mut() {
+            // Its outcome was accounted when it was cut off.
+            if let Ok((buf, _)) = write.await {
+                self.buf = buf;
+            }
+            self.in_flight = None;
         }
     }
 }
@@ -57,20 +79,33 @@ impl Sink for StdoutSink {
     }
 
     async fn write_batch(&mut self, events: &[Event]) -> Result<(), SinkError> {
-        self.buf.clear();
+        self.settle().await;
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
         for e in events {
             match self.format {
-                StdoutFormat::Json => json::write_event(&mut self.buf, e),
-                StdoutFormat::Pretty => pretty::write_event(&mut self.buf, e, self.color),
+                StdoutFormat::Json => json::write_event(&mut buf, e),
+                StdoutFormat::Pretty => pretty::write_event(&mut buf, e, self.color),
             }
         }
-        let mut out = std::io::stdout().lock();
-        out.write_all(&self.buf)?;
+        self.in_flight = Some(tokio::task::spawn_blocking(move || {
+            let result = std::io::stdout().lock().write_all(&buf);
+            (buf, result)
+        }));
+        let write = self.in_flight.as_mut().expect("just set");
+        let joined = write.await;
+        self.in_flight = None;
+        let (buf, result) = joined.map_err(|e| SinkError::new("the stdout writer failed", e))?;
+        self.buf = buf;
+        result?;
         Ok(())
     }
 
     async fn flush(&mut self) -> Result<(), SinkError> {
-        std::io::stdout().lock().flush()?;
+        self.settle().await;
+        tokio::task::spawn_blocking(|| std::io::stdout().lock().flush())
+            .await
+            .map_err(|e| SinkError::new("the stdout writer failed", e))??;
         Ok(())
     }
 }

@@ -81,7 +81,7 @@ impl FileSinkBuilder {
             .to_owned();
         let (file, size) = open_append(&self.path)?;
         let now = SystemTime::now();
-        Ok(FileSink {
+        let core = Core {
             next_rotation: next_boundary(self.rotation, now),
             path: self.path,
             file_name,
@@ -93,13 +93,37 @@ impl FileSinkBuilder {
             buf: Vec::with_capacity(64 * 1024),
             line_ends: Vec::new(),
             reopen: false,
+        };
+        Ok(FileSink {
+            path: core.path.clone(),
+            core: Some(core),
+            in_flight: None,
         })
     }
 }
 
 /// Writes JSON lines to a file, rotating and pruning as configured.
+///
+/// Lines are serialized on the pipeline's worker; the file I/O runs on
+/// tokio's blocking pool, one write at a time, so a slow or stalled disk
+/// never holds up the runtime that drives enrichment. A write that fails
+/// (a full disk) leaves no partial line behind: the file is cut back to
+/// its last whole line, and what was not written is retried by the
+/// pipeline, so writing resumes when space returns.
 #[derive(Debug)]
 pub struct FileSink {
+    path: PathBuf,
+    /// The file and its state, here between writes.
+    core: Option<Core>,
+    /// The file and its state while a write is on the blocking pool. Kept
+    /// here so that a write cut off by the sink timeout does not lose the
+    /// file: the next write waits for it first.
+    in_flight: Option<tokio::task::JoinHandle<(Core, Result<(), SinkError>)>>,
+}
+
+/// What a write needs, moved to the blocking pool and back.
+#[derive(Debug)]
+struct Core {
     path: PathBuf,
     file_name: String,
     max_bytes: Option<u64>,
@@ -131,6 +155,24 @@ impl FileSink {
         &self.path
     }
 
+    /// The file's state, once any write still on the blocking pool is done.
+    async fn core(&mut self) -> Result<&mut Core, SinkError> {
+        if let Some(write) = self.in_flight.as_mut() {
+            let joined = write.await;
+            self.in_flight = None;
+            match joined {
+                // Its outcome was already accounted when it was cut off.
+                Ok((core, _)) => self.core = Some(core),
+                Err(e) => return Err(SinkError::new("the log file's writer failed", e)),
+            }
+        }
+        self.core
+            .as_mut()
+            .ok_or_else(|| SinkError::msg("the log file's writer failed earlier; no file is open"))
+    }
+}
+
+impl Core {
     fn rotate(&mut self, now: SystemTime) -> io::Result<()> {
         self.file.flush()?;
         let mut stamp = String::with_capacity(22);
@@ -214,6 +256,46 @@ impl Sink for FileSink {
     }
 
     async fn write_batch(&mut self, events: &[Event]) -> Result<(), SinkError> {
+        let core = self.core().await?;
+        core.buf.clear();
+        core.line_ends.clear();
+        for e in events {
+            json::write_event(&mut core.buf, e);
+            core.line_ends.push(core.buf.len());
+        }
+        let Some(mut core) = self.core.take() else {
+            return Err(SinkError::msg(
+                "the log file's writer failed earlier; no file is open",
+            ));
+        };
+        self.in_flight = Some(tokio::task::spawn_blocking(move || {
+            let result = core.write_buffered();
+            (core, result)
+        }));
+        let write = self.in_flight.as_mut().expect("just set");
+        let joined = write.await;
+        self.in_flight = None;
+        match joined {
+            Ok((core, result)) => {
+                self.core = Some(core);
+                result
+            }
+            Err(e) => Err(SinkError::new("the log file's writer failed", e)),
+        }
+    }
+
+    async fn flush(&mut self) -> Result<(), SinkError> {
+        // `File` has no buffer of its own: each write reached the OS.
+        self.core().await?.file.flush()?;
+        Ok(())
+    }
+}
+
+impl Core {
+    /// Writes `buf` (whole lines, ends in `line_ends`), rotating as needed.
+    /// On a failed write the file is cut back to its last whole line and
+    /// the error says how many lines were written.
+    fn write_buffered(&mut self) -> Result<(), SinkError> {
         if self.reopen {
             let (file, size) = open_append(&self.path)?;
             self.file = file;
@@ -244,15 +326,8 @@ impl Sink for FileSink {
                 rotation_error.unwrap_or_else(|| io::Error::other("reopen failed")),
             ));
         }
-        self.buf.clear();
-        self.line_ends.clear();
-        for e in events {
-            json::write_event(&mut self.buf, e);
-            self.line_ends.push(self.buf.len());
-        }
         let Some(max) = self.max_bytes else {
-            self.file.write_all(&self.buf)?;
-            self.size += self.buf.len() as u64;
+            self.write_lines(0, self.buf.len(), 0)?;
             return match rotation_error {
                 Some(e) => Err(SinkError::new("log file rotation failed", e)),
                 None => Ok(()),
@@ -277,7 +352,8 @@ impl Sink for FileSink {
                             return Err(SinkError::new(
                                 "could not reopen the log file after rotating it",
                                 e,
-                            ));
+                            )
+                            .after_writing(next_line));
                         }
                         Err(e) => rotation_error = Some(e),
                     }
@@ -294,8 +370,7 @@ impl Sink for FileSink {
                     i = next_line + 1;
                 }
             }
-            self.file.write_all(&self.buf[start..end])?;
-            self.size += (end - start) as u64;
+            self.write_lines(start, end, next_line)?;
             start = end;
             next_line = i;
         }
@@ -305,8 +380,24 @@ impl Sink for FileSink {
         }
     }
 
-    async fn flush(&mut self) -> Result<(), SinkError> {
-        self.file.flush()?;
-        Ok(())
+    /// Appends `buf[start..end]`, which begins with line `first_line`. If
+    /// the write fails part-way (a full disk), the file is cut back to
+    /// where it was, so no partial line is left for a reader to trip on.
+    fn write_lines(
+        &mut self,
+        start: usize,
+        end: usize,
+        first_line: usize,
+    ) -> Result<(), SinkError> {
+        match self.file.write_all(&self.buf[start..end]) {
+            Ok(()) => {
+                self.size += (end - start) as u64;
+                Ok(())
+            }
+            Err(e) => {
+                let _ = self.file.set_len(self.size);
+                Err(SinkError::new("could not write the log file", e).after_writing(first_line))
+            }
+        }
     }
 }

@@ -1,0 +1,309 @@
+//! Delivery to sinks: each sink driven by a task of its own, fed in order
+//! through a short channel, with retries, timeouts and per-sink accounting.
+//!
+//! Why: a sink that stalls must stall only itself. The built-in sinks do
+//! their blocking I/O on tokio's blocking pool (`spawn_blocking`, one
+//! write at a time, so order is kept), never on the runtime that drives
+//! the enrichers' timers: a disk that stalls for 200 ms would otherwise
+//! stall every timer with it — healthy lookups would time out and open
+//! their breakers, and their latency would blame the database for the
+//! disk. A slow sink's channel fills; the worker waits for it at most the
+//! sink timeout once, and from then on counts the events that sink misses
+//! as undelivered (without waiting again) until it takes a batch again.
+//! Other sinks and enrichment go on.
+//!
+//! (A thread per sink would isolate a user's blocking sink too, but its
+//! clock is not the runtime's: under tokio's paused test clock every wait
+//! for it would time out at once. Tasks plus `spawn_blocking` keep one
+//! clock, and the blocking pool holds auto-advance off while it works.)
+//!
+//! Every event handed to a sink is, in the end, counted for it either as
+//! written or as undelivered.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use super::Shared;
+use crate::capture::spawn_suppressed;
+use crate::event::Event;
+use crate::observe::SinkCounters;
+use crate::sink::DynSink;
+
+/// How the pipeline treats its sinks.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SinkPolicy {
+    /// Longest one write or flush may take, and longest the worker waits
+    /// for a sink to take a batch.
+    pub(crate) timeout: Duration,
+    /// Retries of a failed write before its events are undelivered.
+    pub(crate) retries: u32,
+    pub(crate) retry_min: Duration,
+    pub(crate) retry_max: Duration,
+}
+
+/// Batches a sink's channel holds while the sink is busy.
+const CHANNEL_BATCHES: usize = 4;
+
+enum Job {
+    Write {
+        batch: Arc<Vec<Event>>,
+        count: bool,
+    },
+    Flush,
+    /// Flushes, then answers: everything sent before it is accounted.
+    Drain(oneshot::Sender<()>),
+}
+
+struct Runner {
+    tx: Option<mpsc::Sender<Job>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    /// The last wait for room timed out; cleared once the sink takes a
+    /// batch again.
+    stalled: bool,
+}
+
+/// The pipeline's sinks, each behind its runner thread.
+pub(crate) struct SinkSet {
+    runners: Vec<Runner>,
+    shared: Arc<Shared>,
+    policy: SinkPolicy,
+}
+
+impl SinkSet {
+    /// Starts a runner task per sink on the current runtime;
+    /// `shared.sinks[i]` counts for `sinks[i]`.
+    pub(crate) fn spawn(
+        sinks: Vec<Box<dyn DynSink>>,
+        shared: Arc<Shared>,
+        policy: SinkPolicy,
+    ) -> Self {
+        let runners = sinks
+            .into_iter()
+            .enumerate()
+            .map(|(i, sink)| {
+                let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
+                let shared_ = shared.clone();
+                let task = spawn_suppressed(async move {
+                    run(sink, rx, &shared_.sinks[i], policy).await;
+                });
+                Runner {
+                    tx: Some(tx),
+                    task: Some(task),
+                    stalled: false,
+                }
+            })
+            .collect();
+        SinkSet {
+            runners,
+            shared,
+            policy,
+        }
+    }
+
+    /// Hands a batch to every sink but `except`. `count` is false for
+    /// fapilog's own records, which are written but not accounted.
+    pub(crate) async fn write(&mut self, batch: Vec<Event>, count: bool, except: Option<usize>) {
+        if batch.is_empty() {
+            return;
+        }
+        let n = batch.len() as u64;
+        let batch = Arc::new(batch);
+        let (shared, timeout) = (&self.shared, self.policy.timeout);
+        let sends = self
+            .runners
+            .iter_mut()
+            .enumerate()
+            .filter(|(i, _)| Some(*i) != except)
+            .map(|(i, runner)| {
+                let c = &shared.sinks[i];
+                let job = Job::Write {
+                    batch: batch.clone(),
+                    count,
+                };
+                async move {
+                    if count {
+                        c.sent.fetch_add(n, Ordering::Relaxed);
+                    }
+                    if !runner.hand(job, c, timeout).await && count {
+                        c.undelivered.fetch_add(n, Ordering::Relaxed);
+                    }
+                }
+            });
+        futures_util::future::join_all(sends).await;
+    }
+
+    /// Asks every sink that is not busy to flush.
+    pub(crate) fn flush(&mut self) {
+        for r in &self.runners {
+            if let Some(tx) = &r.tx {
+                let _ = tx.try_send(Job::Flush);
+            }
+        }
+    }
+
+    /// Waits until every sink has written (or given up on) what it was
+    /// sent, or `deadline` passes.
+    pub(crate) async fn drain(&mut self, deadline: Instant) {
+        let waits = self
+            .runners
+            .iter()
+            .filter_map(|r| r.tx.clone())
+            .map(|tx| async move {
+                let (ack, done) = oneshot::channel();
+                let _ = tokio::time::timeout_at(deadline, async {
+                    if tx.send(Job::Drain(ack)).await.is_ok() {
+                        let _ = done.await;
+                    }
+                })
+                .await;
+            });
+        futures_util::future::join_all(waits).await;
+    }
+
+    /// Closes every sink: each writes what it holds, flushes and stops.
+    /// Waits until `deadline`; a sink still busy then is left behind (its
+    /// events pending are undelivered in the report).
+    pub(crate) async fn close(&mut self, deadline: Instant) {
+        for r in &mut self.runners {
+            r.tx = None;
+        }
+        let waits = self
+            .runners
+            .iter_mut()
+            .filter_map(|r| r.task.take())
+            .map(|task| async move {
+                let _ = tokio::time::timeout_at(deadline, task).await;
+            });
+        futures_util::future::join_all(waits).await;
+    }
+
+    /// How many sinks there are.
+    pub(crate) fn len(&self) -> usize {
+        self.runners.len()
+    }
+}
+
+impl Runner {
+    /// Gives the sink a job; false when it was not taken.
+    async fn hand(&mut self, job: Job, c: &SinkCounters, timeout: Duration) -> bool {
+        let Some(tx) = &self.tx else { return false };
+        match tx.try_send(job) {
+            Ok(()) => {
+                self.stalled = false;
+                true
+            }
+            Err(mpsc::error::TrySendError::Full(job)) if !self.stalled => {
+                match tokio::time::timeout(timeout, tx.send(job)).await {
+                    Ok(Ok(())) => true,
+                    Ok(Err(_)) => false,
+                    Err(_) => {
+                        self.stalled = true;
+                        c.fail(format!(
+                            "sink stalled: it took no batch for {timeout:?}; its events are undelivered until it does"
+                        ));
+                        false
+                    }
+                }
+            }
+            // Still stalled: do not wait for it again.
+            Err(mpsc::error::TrySendError::Full(_)) => false,
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                c.fail("sink thread ended".to_owned());
+                false
+            }
+        }
+    }
+}
+
+/// The runner: takes jobs in order until the pipeline closes the channel.
+async fn run(
+    mut sink: Box<dyn DynSink>,
+    mut rx: mpsc::Receiver<Job>,
+    c: &SinkCounters,
+    policy: SinkPolicy,
+) {
+    while let Some(job) = rx.recv().await {
+        match job {
+            Job::Write { batch, count } => deliver(&mut *sink, &batch, count, c, policy).await,
+            Job::Flush => flush(&mut *sink, c, policy).await,
+            Job::Drain(ack) => {
+                flush(&mut *sink, c, policy).await;
+                let _ = ack.send(());
+            }
+        }
+    }
+    flush(&mut *sink, c, policy).await;
+}
+
+/// Writes one batch, retrying what was not written, and accounts for every
+/// event of it.
+async fn deliver(
+    sink: &mut dyn DynSink,
+    batch: &[Event],
+    count: bool,
+    c: &SinkCounters,
+    policy: SinkPolicy,
+) {
+    let mut offset = 0;
+    let mut backoff = policy.retry_min;
+    let mut attempt = 0;
+    while offset < batch.len() {
+        let rest = &batch[offset..];
+        let outcome = tokio::time::timeout(
+            policy.timeout,
+            AssertUnwindSafe(sink.write_batch(rest)).catch_unwind(),
+        )
+        .await;
+        let retry = match outcome {
+            Ok(Ok(Ok(()))) => {
+                offset = batch.len();
+                break;
+            }
+            Ok(Ok(Err(e))) => {
+                offset += e.written().min(rest.len());
+                c.fail(e.to_string());
+                true
+            }
+            Ok(Err(_panic)) => {
+                c.fail("sink panicked".to_owned());
+                false
+            }
+            Err(_elapsed) => {
+                // Part of the batch may be out: retrying could write it twice.
+                c.fail(format!("sink write took longer than {:?}", policy.timeout));
+                false
+            }
+        };
+        if !retry || attempt >= policy.retries {
+            break;
+        }
+        attempt += 1;
+        tokio::time::sleep(backoff).await;
+        backoff = backoff.saturating_mul(2).min(policy.retry_max);
+    }
+    if count {
+        c.written.fetch_add(offset as u64, Ordering::Relaxed);
+        c.undelivered
+            .fetch_add((batch.len() - offset) as u64, Ordering::Relaxed);
+    }
+}
+
+async fn flush(sink: &mut dyn DynSink, c: &SinkCounters, policy: SinkPolicy) {
+    match tokio::time::timeout(
+        policy.timeout,
+        AssertUnwindSafe(sink.flush()).catch_unwind(),
+    )
+    .await
+    {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => c.fail(e.to_string()),
+        Ok(Err(_)) => c.fail("sink panicked while flushing".to_owned()),
+        Err(_) => c.fail(format!("sink flush took longer than {:?}", policy.timeout)),
+    }
+}
