@@ -73,3 +73,85 @@ fn pipeline_counters_reach_the_facade() {
         other => panic!("gauge fapilog_queue_depth: {other:?}"),
     }
 }
+
+/// Every pipeline counter and gauge, by (name, `pipeline` label).
+fn labelled(
+    snapshotter: &metrics_util::debugging::Snapshotter,
+) -> HashMap<(String, String), DebugValue> {
+    snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .filter_map(|(key, _, _, value)| {
+            let label = key.key().labels().find(|l| l.key() == "pipeline")?;
+            Some((
+                (key.key().name().to_owned(), label.value().to_owned()),
+                value,
+            ))
+        })
+        .collect()
+}
+
+#[test]
+fn counters_move_while_a_sink_is_stuck_and_pipelines_are_labelled_apart() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let out = Collected::new();
+    let gate = Gate::new();
+    let entered = Signal::new();
+    let (stuck, stuck_guard, other, other_guard) = metrics::with_local_recorder(&recorder, || {
+        let (stuck, stuck_guard) = support::start(
+            fapilog::builder()
+                .pipeline_name("stuck")
+                .queue_capacity(4)
+                .overflow(Overflow::DropNewest)
+                .metrics_interval(std::time::Duration::from_millis(10))
+                .sink(StallingSink::new(&out, &gate, &entered)),
+        );
+        let (other, other_guard) = support::start(
+            fapilog::builder()
+                .pipeline_name("other")
+                .sink(Collected::new().sink()),
+        );
+        (stuck, stuck_guard, other, other_guard)
+    });
+    tracing::dispatcher::with_default(&stuck, || tracing::info!("first"));
+    assert!(entered.wait_for(1), "the sink holds the first batch");
+    tracing::dispatcher::with_default(&stuck, || {
+        for _ in 0..200 {
+            tracing::info!("more");
+        }
+    });
+    tracing::dispatcher::with_default(&other, || tracing::info!("elsewhere"));
+    // No batch is written while the sink is stuck, yet the drops show.
+    let key = |n: &str, p: &str| (n.to_owned(), p.to_owned());
+    let published = support::wait_until(|| {
+        matches!(
+            labelled(&snapshotter).get(&key("fapilog_events_dropped_total", "stuck")),
+            Some(DebugValue::Counter(n)) if *n == stuck_guard.stats().dropped && *n > 0
+        )
+    });
+    assert!(
+        published,
+        "dropped events were never published while the sink was stuck"
+    );
+    assert!(
+        labelled(&snapshotter).contains_key(&key("fapilog_queue_depth", "stuck")),
+        "the queue depth gauge is labelled too"
+    );
+    gate.open();
+    let stuck_report = stuck_guard.shutdown_blocking();
+    let other_report = other_guard.shutdown_blocking();
+    let f = labelled(&snapshotter);
+    assert!(matches!(
+        f.get(&key("fapilog_events_emitted_total", "stuck")),
+        Some(DebugValue::Counter(n)) if *n == stuck_report.emitted
+    ));
+    assert!(
+        matches!(
+            f.get(&key("fapilog_events_emitted_total", "other")),
+            Some(DebugValue::Counter(1))
+        ),
+        "the other pipeline's totals are its own: {other_report:?}"
+    );
+}

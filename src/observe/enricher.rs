@@ -237,14 +237,20 @@ impl FacadeHandles {
 pub struct EnricherStats {
     /// The enricher's name.
     pub name: String,
-    /// Calls made to the external service (fetches for a lookup).
+    /// Calls made to the external service (fetches for a lookup). Each is
+    /// a success, a failure, or cut off by the batch deadline (then neither,
+    /// and counted in `timeouts`): `calls >= successes + failures`.
     pub calls: u64,
     /// Calls that succeeded.
     pub successes: u64,
     /// Calls that failed (call timeouts included).
     pub failures: u64,
-    /// Calls that timed out: by the call timeout (also failures) or by the
-    /// batch deadline (not held against the enricher).
+    /// Times this enricher's work on a batch was cut off: a call over the
+    /// call timeout (also a failure), a call cut by the batch deadline (not
+    /// a failure), or a whole batch's enrichment cut by the deadline — which
+    /// may happen with no call in flight (waiting on another batch's fetch
+    /// of the same key, say), so `timeouts` can exceed the calls that timed
+    /// out.
     pub timeouts: u64,
     /// Calls not made because the circuit was open.
     pub short_circuits: u64,

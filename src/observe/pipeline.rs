@@ -1,4 +1,6 @@
-//! The pipeline's own counters on the `metrics` facade.
+//! The pipeline's own counters on the `metrics` facade, labelled
+//! `pipeline = <name>` so that two pipelines of one process do not
+//! overwrite each other's totals.
 
 /// Handles for `fapilog_events_*` and `fapilog_queue_depth`.
 #[derive(Debug)]
@@ -10,12 +12,13 @@ pub(crate) struct PipelineMetrics {
 }
 
 impl PipelineMetrics {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(pipeline: &str) -> Self {
+        let label = [("pipeline", pipeline.to_owned())];
         PipelineMetrics {
-            enqueued: metrics::counter!("fapilog_events_enqueued_total"),
-            emitted: metrics::counter!("fapilog_events_emitted_total"),
-            dropped: metrics::counter!("fapilog_events_dropped_total"),
-            queue_depth: metrics::gauge!("fapilog_queue_depth"),
+            enqueued: metrics::counter!("fapilog_events_enqueued_total", &label),
+            emitted: metrics::counter!("fapilog_events_emitted_total", &label),
+            dropped: metrics::counter!("fapilog_events_dropped_total", &label),
+            queue_depth: metrics::gauge!("fapilog_queue_depth", &label),
         }
     }
 

@@ -57,6 +57,8 @@ enum SinkSpec {
 /// | sinks | JSON lines on stdout if none is added |
 /// | worker | its own thread and runtime ([`runtime`](Builder::runtime) to change) |
 /// | `log` bridge | on ([`bridge_log`](Builder::bridge_log)) |
+/// | [`pipeline_name`](Builder::pipeline_name) | `fapilog` (then `fapilog-2`, …): the metrics' `pipeline` label |
+/// | [`metrics_interval`](Builder::metrics_interval) | 1 s |
 /// | [`redaction`](Builder::redaction) | on: fields named like secrets (password, token, api key, authorization, cookie, …) are hidden |
 ///
 /// Enrichers run in this order: static fields (service, version,
@@ -87,6 +89,8 @@ pub struct Builder {
     pipeline_depth: usize,
     redaction: Redaction,
     sink_policy: SinkPolicy,
+    name: Option<String>,
+    metrics_interval: Duration,
 }
 
 impl fmt::Debug for Builder {
@@ -134,6 +138,8 @@ impl Default for Builder {
             bridge_log: true,
             pipeline_depth: 4,
             redaction: Redaction::default(),
+            name: None,
+            metrics_interval: Duration::from_secs(1),
             sink_policy: SinkPolicy {
                 timeout: Duration::from_secs(10),
                 retries: 3,
@@ -432,6 +438,24 @@ impl Builder {
         self
     }
 
+    /// The pipeline's name: the `pipeline` label of its metrics (default
+    /// `fapilog` for the first pipeline of the process, `fapilog-2`,
+    /// `fapilog-3`… for later ones).
+    #[must_use]
+    pub fn pipeline_name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// How often the pipeline's counters are published to the `metrics`
+    /// facade (default 1 s), besides after every batch — so they move
+    /// while a sink is stuck too.
+    #[must_use]
+    pub fn metrics_interval(mut self, interval: Duration) -> Self {
+        self.metrics_interval = interval.max(Duration::from_millis(1));
+        self
+    }
+
     /// Which fields and values are hidden before any sink sees an event
     /// (default: [`Redaction::default`], the names in
     /// [`DEFAULT_SECRET_KEYS`](crate::enrich::DEFAULT_SECRET_KEYS));
@@ -676,7 +700,7 @@ impl Builder {
             sinks: sinks.iter().map(|s| SinkCounters::new(s.name())).collect(),
             done: Signal::default(),
             enrichers: declared,
-            facade: PipelineMetrics::new(),
+            facade: PipelineMetrics::new(&self.name.clone().unwrap_or_else(default_name)),
         });
         let worker = Worker {
             shared: shared.clone(),
@@ -687,6 +711,7 @@ impl Builder {
             record_errors: self.record_errors,
             sinks,
             sink_policy: self.sink_policy,
+            metrics_interval: self.metrics_interval,
             batch_size: self.batch_size,
             linger: self.linger,
             drop_report_interval: self.drop_report_interval,
@@ -725,6 +750,15 @@ impl Builder {
             filter: None,
         };
         Ok((FapilogLayer::new(queue), guard, started))
+    }
+}
+
+/// `fapilog`, then `fapilog-2`, `fapilog-3`… for a process's pipelines.
+fn default_name() -> String {
+    static BUILT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    match BUILT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) {
+        0 => "fapilog".to_owned(),
+        n => format!("fapilog-{}", n + 1),
     }
 }
 

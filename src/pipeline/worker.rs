@@ -30,6 +30,7 @@ pub(crate) struct Worker {
     pub(crate) record_errors: bool,
     pub(crate) sinks: Vec<Box<dyn DynSink>>,
     pub(crate) sink_policy: SinkPolicy,
+    pub(crate) metrics_interval: Duration,
     pub(crate) batch_size: usize,
     pub(crate) linger: Duration,
     pub(crate) drop_report_interval: Duration,
@@ -59,6 +60,11 @@ impl Worker {
                 stop_rx.clone(),
             ));
         }
+        spawn_suppressed(publish_metrics(
+            self.shared.clone(),
+            self.metrics_interval,
+            stop_rx.clone(),
+        ));
         if !self.async_slots.is_empty() {
             spawn_suppressed(lifecycle::health_loop(
                 self.async_slots.clone(),
@@ -212,6 +218,21 @@ impl Worker {
         if count_emitted {
             shared.emitted.fetch_add(n, Ordering::Relaxed);
             shared.publish_metrics();
+        }
+    }
+}
+
+/// Publishes the counters every `interval` until the pipeline stops, so
+/// they move while no batch is written (a stuck sink, a full queue).
+async fn publish_metrics(
+    shared: Arc<Shared>,
+    interval: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => shared.publish_metrics(),
+            _ = stop.wait_for(|s| *s) => return,
         }
     }
 }

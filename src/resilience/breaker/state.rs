@@ -50,7 +50,7 @@ pub(crate) struct Transition {
 }
 
 /// Counters and state of a breaker at one moment, all taken together
-/// (`calls == successes + failures + in_flight` always holds).
+/// (`calls == successes + failures + abandoned + in_flight` always holds).
 ///
 /// Counters are totals since the breaker was created; they are never reset.
 #[derive(Debug, Clone, PartialEq, Eq)]

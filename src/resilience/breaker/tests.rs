@@ -625,3 +625,21 @@ async fn many_tasks_on_the_paused_clock_keep_counters_consistent() {
         "recovered once the outage ended"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn abandoned_calls_are_counted_apart_from_verdicts() {
+    let b = breaker(consecutive(3));
+    succeed(&b);
+    fail(&b);
+    b.try_acquire().unwrap().abandon();
+    let _held = b.try_acquire().unwrap();
+    let s = b.snapshot();
+    assert_eq!(
+        (s.calls, s.successes, s.failures, s.abandoned, s.in_flight),
+        (4, 1, 1, 1, 1)
+    );
+    assert_eq!(
+        s.calls,
+        s.successes + s.failures + s.abandoned + s.in_flight
+    );
+}
