@@ -424,3 +424,53 @@ fn a_full_disk_leaves_only_whole_lines_and_writing_resumes() {
     );
     println!("full disk case done");
 }
+
+/// Never finishes a write.
+struct Hung;
+
+impl Sink for Hung {
+    fn name(&self) -> &str {
+        "hung"
+    }
+    async fn write_batch(&mut self, _events: &[Event]) -> Result<(), SinkError> {
+        std::future::pending().await
+    }
+}
+
+#[test]
+fn a_hung_sink_does_not_keep_shutdown_from_closing_the_enrichers() {
+    let out = Collected::new();
+    let lookup = support::async_support::TestLookup::new();
+    lookup.set(1i64, "one");
+    let (dispatch, guard) = start(
+        fapilog::builder()
+            .sink(Hung)
+            .sink(out.sink())
+            .sink_timeout(Duration::from_millis(200))
+            .async_enricher(
+                LookupEnricher::builder("user", lookup.clone())
+                    .key_field("user_id")
+                    .build(),
+            ),
+    );
+    tracing::dispatcher::with_default(&dispatch, || {
+        for _ in 0..10 {
+            tracing::info!(user_id = 1, "x");
+        }
+    });
+    let report = guard.shutdown_blocking();
+    assert!(!report.timed_out, "{report:?}");
+    assert_eq!(
+        lookup.lifecycle().shutdowns(),
+        1,
+        "the enricher was shut down (its pool closed)"
+    );
+    let hung = &report.sinks[0];
+    assert_eq!(hung.written, 0, "{hung:?}");
+    assert_eq!(
+        hung.undelivered, 10,
+        "what the hung sink holds is reported as undelivered: {hung:?}"
+    );
+    assert_eq!(report.sinks[1].written, 10, "the other sink got everything");
+    assert_eq!(out.app_events().len(), 10);
+}
