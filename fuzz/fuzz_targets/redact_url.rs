@@ -15,12 +15,15 @@ fuzz_target!(|data: &[u8]| {
 
     // The first line is a password, the rest the host and what follows.
     let (password, rest) = text.split_once('\n').unwrap_or((text, "db:5432/app"));
-    // Skip passwords that the rest of the output holds anyway.
-    let skeleton = format!("postgres://app:***@{rest}");
-    if password.len() < 4 || skeleton.contains(password) {
+    let url = format!("postgres://app:{password}@{rest}");
+    // What may show: the scheme and user, then whatever follows the URL's
+    // last `@` (the redactor cannot know an `@` there was not the end of
+    // the user info). Skip passwords that this holds anyway.
+    let after_last_at = &url[url.rfind('@').map_or(0, |i| i + 1)..];
+    let visible = format!("postgres://app:***@{after_last_at}");
+    if password.len() < 4 || visible.contains(password) {
         return;
     }
-    let url = format!("postgres://app:{password}@{rest}");
     let shown = fapilog::enrich::redact_url(&url);
     assert!(!shown.contains(password), "{url:?} showed its password: {shown:?}");
 });
