@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// A snapshot of the pipeline's counters, from [`Guard::stats`](crate::Guard::stats).
 ///
 /// Once the pipeline has shut down, every event logged is either `emitted`
-/// or `dropped`.
+/// or `dropped`, and every emitted event is, for each sink, either
+/// `written` or `undelivered` ([`SinkStats`]).
 #[derive(Debug, Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct Stats {
@@ -22,7 +23,8 @@ pub struct Stats {
     pub queue_depth: usize,
     /// The queue's capacity.
     pub queue_capacity: usize,
-    /// Batch writes or flushes that failed, over all sinks.
+    /// Failed sink write and flush attempts (retries included), over all
+    /// sinks; see [`sinks`](Self::sinks) for the events each one missed.
     pub sink_failures: u64,
     /// Sync enricher calls that panicked (the event was still written).
     pub enricher_panics: u64,
@@ -59,7 +61,7 @@ pub struct ShutdownReport {
     /// Events never written, over the pipeline's life (including any still
     /// queued when a shutdown deadline passed).
     pub dropped: u64,
-    /// Failed sink writes and flushes.
+    /// Failed sink write and flush attempts (retries included).
     pub sink_failures: u64,
     /// Events that never reached some sink, summed over the sinks (see
     /// [`sinks`](Self::sinks) for which).
