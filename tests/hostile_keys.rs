@@ -250,3 +250,29 @@ fn sqlite_any_mix_of_hostile_keys_leaves_the_good_ones_enriched() {
         .unwrap();
     check_backend(lookup, "sqlite integer");
 }
+
+#[test]
+fn mariadb_unsigned_keys_take_text_ids_and_refuse_the_rest() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let db = sqlx::MySqlPool::connect(&mysql_url()).await.unwrap();
+        db.execute("DROP TABLE IF EXISTS fl_hku").await.unwrap();
+        db.execute("CREATE TABLE fl_hku (id INT UNSIGNED PRIMARY KEY, name TEXT)")
+            .await
+            .unwrap();
+        for n in 1..=50u32 {
+            sqlx::query("INSERT INTO fl_hku VALUES (?, ?)")
+                .bind(n)
+                .bind(format!("user {n}"))
+                .execute(&db)
+                .await
+                .unwrap();
+        }
+    });
+    drop(rt);
+    let lookup = SqlLookup::builder(mysql_url())
+        .query("SELECT id, name FROM fl_hku WHERE id IN ({keys})")
+        .build()
+        .unwrap();
+    check_backend(lookup, "mariadb int unsigned");
+}

@@ -50,6 +50,10 @@ pub(crate) fn check(directives: &str) -> Result<String, String> {
         match level {
             Some(level) => {
                 let level = level.trim();
+                if level.is_empty() {
+                    // `EnvFilter` would read `hyper=` as trace.
+                    return Err(format!("directive {directive:?} has no level after `=`"));
+                }
                 level.parse::<LevelFilter>().map_err(|_| {
                     if selector.trim().is_empty() {
                         format!(
@@ -111,7 +115,16 @@ mod tests {
 
     #[test]
     fn rejects_what_env_filter_would_misread() {
-        for bad in ["verbose", "my_crate=loud", "=info", "", "  ", "a[b]c"] {
+        for bad in [
+            "verbose",
+            "my_crate=loud",
+            "=info",
+            "",
+            "  ",
+            "a[b]c",
+            "info,hyper=",
+            "[span]=",
+        ] {
             assert!(parse(bad).is_err(), "{bad:?} was accepted");
         }
         assert_eq!(

@@ -215,7 +215,12 @@ impl Queue {
             }
             let now = Instant::now();
             if now >= deadline {
-                self.stalled_at.store(self.popped(), Ordering::Relaxed);
+                // Only a full wait says the worker is stuck: a short one (on
+                // a current-thread runtime) must not make every other
+                // caller drop at once.
+                if timeout >= self.block_timeout {
+                    self.stalled_at.store(self.popped(), Ordering::Relaxed);
+                }
                 self.count_dropped(1);
                 return;
             }

@@ -382,10 +382,12 @@ impl Builder {
     }
 
     /// Longest one sink write or flush may take, and longest the pipeline
-    /// waits for a busy sink to take a batch (default 10 s). A sink that
-    /// does not take one in that time is *stalled*: the events it misses
-    /// are counted as undelivered for it, without waiting again, until it
-    /// takes a batch again. Other sinks and enrichment are never held up.
+    /// waits for a busy sink to take a batch (default 10 s). A slow sink
+    /// holds the pipeline back by up to that much per batch (back-pressure:
+    /// its events are not given up while it keeps up at all); one that takes
+    /// no batch in that time is *stalled*: the events it misses are counted
+    /// as undelivered for it, without waiting again, until it takes a batch
+    /// again. Must be more than zero.
     #[must_use]
     pub fn sink_timeout(mut self, timeout: Duration) -> Self {
         self.sink_policy.timeout = timeout;
@@ -617,6 +619,9 @@ impl Builder {
     ) -> Result<(FapilogLayer, Guard, Arc<Signal<Result<(), InitError>>>), InitError> {
         if let Some(e) = self.deferred_error {
             return Err(e);
+        }
+        if self.sink_policy.timeout.is_zero() {
+            return Err(ConfigError::at("sink_timeout", "must be more than zero").into());
         }
         for (setting, value, max) in [
             ("queue_capacity", self.capacity, MAX_QUEUE_CAPACITY),

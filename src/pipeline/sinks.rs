@@ -68,7 +68,7 @@ struct Runner {
     stalled: bool,
 }
 
-/// The pipeline's sinks, each behind its runner thread.
+/// The pipeline's sinks, each behind its runner task.
 pub(crate) struct SinkSet {
     runners: Vec<Runner>,
     shared: Arc<Shared>,
@@ -103,6 +103,22 @@ impl SinkSet {
             runners,
             shared,
             policy,
+        }
+    }
+
+    /// Hands a record to every sink but `except` that has room now, without
+    /// waiting (for the last records of a shutdown, which has a deadline).
+    pub(crate) fn write_now(&mut self, record: Event, except: Option<usize>) {
+        let batch = Arc::new(vec![record]);
+        for (i, r) in self.runners.iter().enumerate() {
+            if Some(i) != except
+                && let Some(tx) = &r.tx
+            {
+                let _ = tx.try_send(Job::Write {
+                    batch: batch.clone(),
+                    count: false,
+                });
+            }
         }
     }
 
@@ -214,7 +230,7 @@ impl Runner {
             // Still stalled: do not wait for it again.
             Err(mpsc::error::TrySendError::Full(_)) => false,
             Err(mpsc::error::TrySendError::Closed(_)) => {
-                c.fail("sink thread ended".to_owned());
+                c.fail("sink task ended".to_owned());
                 false
             }
         }

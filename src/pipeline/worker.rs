@@ -123,7 +123,13 @@ impl Worker {
                 if let Some(record) = self.drop_record(&mut reported_dropped) {
                     inflight.push_back(enrichment.start(vec![record], false));
                 }
-                Self::report_undelivered(&shared, &mut sinks, &mut reported_undelivered).await;
+                Self::report_undelivered(
+                    &shared,
+                    self.redactor.as_deref(),
+                    &mut sinks,
+                    &mut reported_undelivered,
+                )
+                .await;
             }
             if inflight.is_empty() {
                 if queue.is_closed() {
@@ -167,7 +173,12 @@ impl Worker {
         // told to the others before they close.
         let deadline = after(Instant::now(), self.sink_policy.timeout);
         sinks.drain(deadline).await;
-        Self::report_undelivered(&shared, &mut sinks, &mut reported_undelivered).await;
+        // Without waiting: a full sink now is one that will not drain.
+        for (i, record) in
+            Self::undelivered_records(&shared, self.redactor.as_deref(), &mut reported_undelivered)
+        {
+            sinks.write_now(record, Some(i));
+        }
         sinks.close(deadline).await;
         self.shared.publish_metrics();
         let _ = stop.send(true);
@@ -191,20 +202,42 @@ impl Worker {
         )
     }
 
-    /// An "events undelivered" record for each sink that missed events
-    /// since the last one, written to the other sinks.
-    async fn report_undelivered(shared: &Shared, sinks: &mut SinkSet, reported: &mut [u64]) {
+    /// The "events undelivered" records due: one for each sink that missed
+    /// events since the last, for the other sinks. Redacted like events
+    /// (a sink's error text may hold a URL).
+    fn undelivered_records(
+        shared: &Shared,
+        redactor: Option<&Redactor>,
+        reported: &mut [u64],
+    ) -> Vec<(usize, Event)> {
+        let mut records = Vec::new();
         for (i, (c, reported)) in shared.sinks.iter().zip(reported.iter_mut()).enumerate() {
             let total = c.undelivered.load(Ordering::Relaxed);
             if total <= *reported {
                 continue;
             }
-            let record = Event::new(tracing::Level::WARN, "fapilog", "events undelivered")
+            let mut record = Event::new(tracing::Level::WARN, "fapilog", "events undelivered")
                 .with_field("sink", c.name.clone())
                 .with_field("undelivered", total - *reported)
                 .with_field("undelivered_total", total)
                 .with_field("last_error", c.snapshot().last_error.unwrap_or_default());
+            if let Some(r) = redactor {
+                r.redact_batch(std::slice::from_mut(&mut record));
+            }
             *reported = total;
+            records.push((i, record));
+        }
+        records
+    }
+
+    /// Writes the "events undelivered" records due.
+    async fn report_undelivered(
+        shared: &Shared,
+        redactor: Option<&Redactor>,
+        sinks: &mut SinkSet,
+        reported: &mut [u64],
+    ) {
+        for (i, record) in Self::undelivered_records(shared, redactor, reported) {
             sinks.write(vec![record], false, Some(i)).await;
         }
     }
@@ -214,9 +247,13 @@ impl Worker {
     /// = logged).
     async fn write(shared: &Shared, sinks: &mut SinkSet, batch: Vec<Event>, count_emitted: bool) {
         let n = batch.len() as u64;
-        sinks.write(batch, count_emitted, None).await;
+        // Emitted once handed over: from here on each sink accounts for the
+        // batch (written, undelivered, or pending in a report).
         if count_emitted {
             shared.emitted.fetch_add(n, Ordering::Relaxed);
+        }
+        sinks.write(batch, count_emitted, None).await;
+        if count_emitted {
             shared.publish_metrics();
         }
     }

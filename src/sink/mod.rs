@@ -47,10 +47,12 @@ pub trait Sink: Send + 'static {
     /// retried with backoff; past the retries its events are counted as
     /// undelivered for this sink, and the pipeline carries on.
     ///
-    /// Each sink runs on a thread of its own, so blocking I/O here stalls
-    /// this sink only — never enrichment or the other sinks. A write that
-    /// takes longer than the sink timeout is not retried (part of it may
-    /// have been written) and its events are counted as undelivered.
+    /// Each sink is driven by a task of its own on the pipeline's worker
+    /// runtime, which also drives the enrichers' timers: do blocking I/O
+    /// inside `tokio::task::spawn_blocking`, as the built-in sinks do, or
+    /// a slow disk will delay enrichment. A write that takes longer than
+    /// the sink timeout is not retried (part of it may have been written)
+    /// and its events are counted as undelivered.
     fn write_batch(
         &mut self,
         events: &[Event],

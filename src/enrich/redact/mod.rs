@@ -327,7 +327,7 @@ impl Redactor {
     /// `text` with credentials hidden, or `None` when it has none.
     fn redact_text(&self, text: &str) -> Option<String> {
         let lower = text.to_ascii_lowercase();
-        let has_scheme = ["bearer ", "basic "].iter().any(|s| lower.contains(s));
+        let has_scheme = ["bearer", "basic"].iter().any(|s| lower.contains(s));
         if !has_scheme && !text.contains("://") {
             return None;
         }
@@ -355,8 +355,10 @@ impl Redactor {
                 out.push_str(&hidden);
             } else {
                 out.push_str(word);
+                // `"Bearer`, `(Basic`: the scheme may be quoted or bracketed.
+                let bare = word.trim_matches(|c: char| !c.is_ascii_alphanumeric());
                 hide_next =
-                    word.eq_ignore_ascii_case("bearer") || word.eq_ignore_ascii_case("basic");
+                    bare.eq_ignore_ascii_case("bearer") || bare.eq_ignore_ascii_case("basic");
             }
             out.push_str(space);
             rest = next;
@@ -440,6 +442,17 @@ mod tests {
 
     #[test]
     fn values_are_scanned_only_when_asked() {
+        let quoted = "{\"authorization\": \"Bearer abc\", \"x\": \"Basic\tdef==\"}";
+        let r = Redaction::default()
+            .values(true)
+            .compile()
+            .unwrap()
+            .unwrap();
+        let hidden = r.redact_text(quoted).expect("has credentials");
+        assert!(
+            !hidden.contains("abc") && !hidden.contains("def=="),
+            "{hidden}"
+        );
         let text = "call with Bearer abc.def to postgres://app:pw@db/x done";
         let mut e = Event::new(tracing::Level::INFO, "app", text).with_field("note", text);
         redactor().redact_batch(std::slice::from_mut(&mut e));

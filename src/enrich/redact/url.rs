@@ -66,22 +66,34 @@ fn tail(text: &str, query: Query) -> String {
     format!("{base}{q}{fragment}")
 }
 
+/// A query parameter whose value is hidden: exactly `pass`, `key` or
+/// `auth`, or a name that (lower-cased, `-` `_` `.` left out) contains
+/// `password`, `passwd`, `pwd`, `secret`, `token`, `apikey`, `signature`
+/// or `credential` (`X-Amz-Signature`, `client_secret`, `access_token`).
 fn is_secret_param(k: &str) -> bool {
+    if ["pass", "key", "auth", "sig"]
+        .iter()
+        .any(|s| k.eq_ignore_ascii_case(s))
+    {
+        return true;
+    }
+    let normal: String = k
+        .chars()
+        .filter(|c| !matches!(c, '-' | '_' | '.'))
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
     [
         "password",
-        "pass",
+        "passwd",
         "pwd",
         "secret",
         "token",
-        "sslpassword",
-        "api_key",
         "apikey",
-        "key",
-        "access_token",
-        "auth",
+        "signature",
+        "credential",
     ]
     .iter()
-    .any(|s| k.eq_ignore_ascii_case(s))
+    .any(|s| normal.contains(s))
 }
 
 #[cfg(test)]
@@ -116,6 +128,10 @@ mod tests {
                 "redis://:***@127.0.0.1:6379/0",
             ),
             ("sqlite::memory:", "sqlite::memory:"),
+            (
+                "https://s3.test/b?X-Amz-Signature=abc&X-Amz-Security-Token=def&client_secret=g&v=1",
+                "https://s3.test/b?X-Amz-Signature=***&X-Amz-Security-Token=***&client_secret=***&v=1",
+            ),
             ("http://api.test/u/{key}", "http://api.test/u/{key}"),
         ];
         for (input, want) in cases {

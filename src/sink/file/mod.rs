@@ -326,10 +326,13 @@ impl Core {
                 rotation_error.unwrap_or_else(|| io::Error::other("reopen failed")),
             ));
         }
+        let lines = self.line_ends.len();
         let Some(max) = self.max_bytes else {
             self.write_lines(0, self.buf.len(), 0)?;
+            // Every line is written: the rotation's failure is reported,
+            // but nothing is to be written again.
             return match rotation_error {
-                Some(e) => Err(SinkError::new("log file rotation failed", e)),
+                Some(e) => Err(SinkError::new("log file rotation failed", e).after_writing(lines)),
                 None => Ok(()),
             };
         };
@@ -375,7 +378,7 @@ impl Core {
             next_line = i;
         }
         match rotation_error {
-            Some(e) => Err(SinkError::new("log file rotation failed", e)),
+            Some(e) => Err(SinkError::new("log file rotation failed", e).after_writing(lines)),
             None => Ok(()),
         }
     }

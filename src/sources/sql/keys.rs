@@ -17,6 +17,8 @@ use crate::lookup::{Found, Key};
 pub(super) enum KeyType {
     /// An integer column of this many bytes (2, 4 or 8).
     Int(u8),
+    /// An unsigned integer column of this many bytes (MySQL's `UNSIGNED`).
+    UInt(u8),
     /// Text; `nul_ok` when the database can store a NUL byte in it.
     Text { nul_ok: bool },
     /// Unknown (a type the lookup does not convert to): keys are sent as
@@ -30,8 +32,11 @@ impl KeyType {
     pub(super) fn from_type_name(name: &str, nul_ok: bool) -> KeyType {
         let name = name.trim_end_matches("[]").to_ascii_uppercase();
         let base = name.split_whitespace().next().unwrap_or("");
+        let unsigned = name.contains("UNSIGNED");
         match base {
-            "INT8" | "BIGINT" | "INTEGER" | "INT" if name.contains("UNSIGNED") => KeyType::Any,
+            "BIGINT" if unsigned => KeyType::UInt(8),
+            "INT" | "INTEGER" | "MEDIUMINT" if unsigned => KeyType::UInt(4),
+            "SMALLINT" | "TINYINT" if unsigned => KeyType::UInt(2),
             "INT8" | "BIGINT" | "BIGSERIAL" => KeyType::Int(8),
             // SQLite's INTEGER is 64-bit; MySQL's INT/INTEGER 32-bit.
             "INTEGER" if nul_ok => KeyType::Int(8),
@@ -48,6 +53,7 @@ impl KeyType {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(super) enum Bound {
     Int(i64),
+    UInt(u64),
     Text(String),
     /// Only for [`KeyType::Any`]: a key kept as it came.
     Raw(Key),
@@ -58,6 +64,7 @@ impl Bound {
     fn answer_key(&self) -> Key {
         match self {
             Bound::Int(i) => Key::Int(*i),
+            Bound::UInt(u) => Key::from(*u),
             Bound::Text(s) => Key::from(s.as_str()),
             Bound::Raw(k) => k.clone(),
         }
@@ -81,6 +88,22 @@ pub(super) fn convert(key: &Key, ty: KeyType) -> Option<Bound> {
                 _ => true,
             };
             fits.then_some(Bound::Int(i))
+        }
+        KeyType::UInt(bytes) => {
+            let u = match key {
+                Key::Int(i) => u64::try_from(*i).ok()?,
+                Key::UInt(u) => *u,
+                Key::Bool(_) => return None,
+                Key::Str(s) => s.parse::<u64>().ok()?,
+            };
+            let fits = match bytes {
+                // TINYINT UNSIGNED is one byte, SMALLINT two: both fit u16
+                // checks here, the database answers not found beyond.
+                2 => u16::try_from(u).is_ok(),
+                4 => u32::try_from(u).is_ok(),
+                _ => true,
+            };
+            fits.then_some(Bound::UInt(u))
         }
         KeyType::Text { nul_ok } => {
             let text = key.to_string();
@@ -147,7 +170,15 @@ mod tests {
         assert_eq!(KeyType::from_type_name("BIGINT", true), KeyType::Int(8));
         assert_eq!(
             KeyType::from_type_name("BIGINT UNSIGNED", true),
-            KeyType::Any
+            KeyType::UInt(8)
+        );
+        assert_eq!(
+            KeyType::from_type_name("INT UNSIGNED", true),
+            KeyType::UInt(4)
+        );
+        assert_eq!(
+            KeyType::from_type_name("SMALLINT UNSIGNED", true),
+            KeyType::UInt(2)
         );
         assert_eq!(KeyType::from_type_name("INTEGER", true), KeyType::Int(8));
         assert_eq!(
@@ -172,6 +203,25 @@ mod tests {
         assert_eq!(p.bound, vec![Bound::Int(7), Bound::Int(8)]);
         let p = Prepared::new(&keys, KeyType::Text { nul_ok: false });
         assert_eq!(p.bound.len(), 6, "all but the NUL key: {:?}", p.bound);
+    }
+
+    #[test]
+    fn unsigned_columns_take_text_ids_and_their_whole_range() {
+        let keys = [
+            Key::from("42"),
+            Key::from(40_000i64),
+            Key::from(-1i64),
+            Key::from("x"),
+        ];
+        let p = Prepared::new(&keys, KeyType::UInt(2));
+        assert_eq!(p.bound, vec![Bound::UInt(42), Bound::UInt(40_000)]);
+        let mut found = Found::new();
+        p.answer(&mut found, Key::Int(42), serde_json::json!(1));
+        assert_eq!(
+            found[&Key::from("42")],
+            serde_json::json!(1),
+            "a text id finds its row"
+        );
     }
 
     #[test]

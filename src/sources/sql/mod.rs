@@ -19,11 +19,17 @@
 //! the column otherwise. `NULL` columns are left out of the object, or kept
 //! as `null` with [`nulls_as_null`](SqlLookupBuilder::nulls_as_null).
 //!
-//! Key types must match the key column: integer keys (`user_id = 42`) for
-//! integer columns, string keys for text columns. A string `"42"` does not
-//! find an integer `42` (it is cached as not found); convert it with
-//! [`key_fn`](crate::lookup::LookupEnricherBuilder::key_fn) or cast in the
-//! query (`WHERE id::text = ANY($1)`).
+//! Keys are converted, one by one, to what the query compares them with —
+//! read once at start-up from the prepared statement (PostgreSQL: the type
+//! of `$1`; MySQL/MariaDB and SQLite: the key column's type in the result):
+//! an integer column takes integer keys and text holding an integer
+//! (`"42"` finds row 42); a text column takes any key as text. A key the
+//! column cannot hold (`7abc` or `true` for an integer column, a number out
+//! of the column's range, a NUL byte in PostgreSQL text) is *not found* for
+//! itself alone: it never fails the other keys of its batch and never
+//! reaches the circuit breaker. Other key types (`UUID`, `NUMERIC`…) are
+//! sent as they are; cast in the query (`WHERE id::text = ANY($1)`) to make
+//! them text.
 //!
 //! The database URL is never written to a log record, an error message or a
 //! `Debug` output with its password.
@@ -485,6 +491,10 @@ impl Lookup for SqlLookup {
                             })
                             .collect::<Vec<String>>(),
                     ),
+                    // PostgreSQL has no unsigned types; send them as text.
+                    KeyType::UInt(_) => {
+                        q.bind(bound.iter().map(bound_text).collect::<Vec<String>>())
+                    }
                     KeyType::Any => {
                         if bound.iter().all(|b| matches!(b, Bound::Raw(Key::Int(_)))) {
                             q.bind(
@@ -513,7 +523,7 @@ impl Lookup for SqlLookup {
                 for b in bound {
                     q = match b {
                         Bound::Int(i) | Bound::Raw(Key::Int(i)) => q.bind(*i),
-                        Bound::Raw(Key::UInt(u)) => q.bind(*u),
+                        Bound::UInt(u) | Bound::Raw(Key::UInt(u)) => q.bind(*u),
                         Bound::Raw(Key::Bool(v)) => q.bind(*v),
                         Bound::Text(_) | Bound::Raw(Key::Str(_)) => q.bind(bound_text(b)),
                     };
@@ -531,9 +541,9 @@ impl Lookup for SqlLookup {
                     q = match b {
                         Bound::Int(i) | Bound::Raw(Key::Int(i)) => q.bind(*i),
                         Bound::Raw(Key::Bool(v)) => q.bind(*v),
-                        Bound::Raw(Key::UInt(_) | Key::Str(_)) | Bound::Text(_) => {
-                            q.bind(bound_text(b))
-                        }
+                        Bound::UInt(_)
+                        | Bound::Raw(Key::UInt(_) | Key::Str(_))
+                        | Bound::Text(_) => q.bind(bound_text(b)),
                     };
                 }
                 for row in q.fetch_all(p).await.map_err(query_error)? {
@@ -550,6 +560,7 @@ impl Lookup for SqlLookup {
 fn bound_text(b: &Bound) -> String {
     match b {
         Bound::Int(i) => i.to_string(),
+        Bound::UInt(u) => u.to_string(),
         Bound::Text(s) => s.clone(),
         Bound::Raw(k) => k.to_string(),
     }
