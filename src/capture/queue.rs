@@ -30,7 +30,8 @@ pub enum Overflow {
     /// | thread | longest wait |
     /// | --- | --- |
     /// | not a tokio runtime's | the block timeout (default 5 s) |
-    /// | a multi-thread runtime's worker | the block timeout, inside `block_in_place`, so the runtime's other tasks move to its other threads |
+    /// | a task on a multi-thread runtime | the block timeout, inside `block_in_place`, so the runtime's other tasks move to its other threads |
+    /// | a multi-thread runtime's `block_on` (the `main` of `#[tokio::main]`) | the block timeout (that thread runs no other task) |
     /// | a current-thread runtime's | 2 ms (or the block timeout if shorter): longer would freeze every task of that runtime |
     /// | a current-thread runtime's that also runs the pipeline's worker | none: it drops at once, since waiting would stop the very task that makes room |
     ///
@@ -193,9 +194,15 @@ impl Queue {
                     self.wait_for_room(event, self.block_timeout.min(CURRENT_THREAD_WAIT));
                 }
             }
-            // Hand this thread's other tasks (possibly the worker) to the
-            // runtime's other threads while we wait.
-            Ok(_) => tokio::task::block_in_place(|| self.wait_for_room(event, self.block_timeout)),
+            // A task on a multi-thread runtime: hand this thread's other
+            // tasks (possibly the worker) to the runtime's other threads
+            // while we wait.
+            Ok(_) if tokio::task::try_id().is_some() => {
+                tokio::task::block_in_place(|| self.wait_for_room(event, self.block_timeout))
+            }
+            // `block_on`'s own thread (it runs no other task), or a handle
+            // merely entered: a plain wait.
+            Ok(_) => self.wait_for_room(event, self.block_timeout),
             Err(_) => self.wait_for_room(event, self.block_timeout),
         }
     }
