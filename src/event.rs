@@ -36,13 +36,127 @@ pub const RESERVED_KEYS: &[&str] = &[
     "thread_name",
     "thread_id",
     "enrichment_errors",
+    "trace_id",
+    "span_id",
 ];
+
+/// The W3C trace context an event belongs to: the trace, the span within
+/// it, and the trace flags (bit 0: sampled).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TraceContext {
+    trace_id: [u8; 16],
+    span_id: [u8; 8],
+    flags: u8,
+}
+
+impl TraceContext {
+    /// A context from its parts; `None` when the trace or span id is all
+    /// zeros (invalid in W3C Trace Context).
+    pub fn new(trace_id: [u8; 16], span_id: [u8; 8], flags: u8) -> Option<Self> {
+        (trace_id != [0; 16] && span_id != [0; 8]).then_some(TraceContext {
+            trace_id,
+            span_id,
+            flags,
+        })
+    }
+
+    /// Parses a `traceparent` header value:
+    /// `00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01`. Lower-case
+    /// hex only, as the standard says; a later version's extra fields are
+    /// ignored. `None` when it is malformed.
+    pub fn from_traceparent(value: &str) -> Option<Self> {
+        let value = value.trim();
+        let mut parts = value.splitn(5, '-');
+        let version = parts.next()?;
+        let (trace, span, flags) = (parts.next()?, parts.next()?, parts.next()?);
+        let rest = parts.next();
+        if version.len() != 2 || version == "ff" || !is_lower_hex(version) {
+            return None;
+        }
+        // Version 00 has exactly four fields; later ones may add more.
+        if version == "00" && rest.is_some() {
+            return None;
+        }
+        let trace_id = hex_array::<16>(trace)?;
+        let span_id = hex_array::<8>(span)?;
+        let [flags] = hex_array::<1>(flags)?;
+        Self::new(trace_id, span_id, flags)
+    }
+
+    /// The trace id as 32 lower-case hex digits.
+    pub fn trace_id(&self) -> String {
+        hex(&self.trace_id)
+    }
+
+    /// The span id as 16 lower-case hex digits.
+    pub fn span_id(&self) -> String {
+        hex(&self.span_id)
+    }
+
+    /// The trace id's bytes.
+    pub fn trace_id_bytes(&self) -> [u8; 16] {
+        self.trace_id
+    }
+
+    /// The span id's bytes.
+    pub fn span_id_bytes(&self) -> [u8; 8] {
+        self.span_id
+    }
+
+    /// The trace flags.
+    pub fn flags(&self) -> u8 {
+        self.flags
+    }
+
+    /// Whether the trace is sampled (flag bit 0).
+    pub fn is_sampled(&self) -> bool {
+        self.flags & 1 == 1
+    }
+
+    /// The context as a `traceparent` value (version 00).
+    pub fn to_traceparent(&self) -> String {
+        format!(
+            "00-{}-{}-{:02x}",
+            self.trace_id(),
+            self.span_id(),
+            self.flags
+        )
+    }
+}
+
+fn is_lower_hex(s: &str) -> bool {
+    s.bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+fn hex_array<const N: usize>(s: &str) -> Option<[u8; N]> {
+    if s.len() != N * 2 || !is_lower_hex(s) {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&s[i * 2..i * 2 + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
+    s
+}
 
 /// The fields recorded on one span, in the order they were recorded.
 #[derive(Debug, Clone)]
 pub struct SpanRecord {
     pub(crate) name: &'static str,
     pub(crate) fields: Vec<(FieldName, Value)>,
+    /// From a `traceparent` field of the span, when it has a valid one.
+    pub(crate) trace: Option<TraceContext>,
 }
 
 impl SpanRecord {
@@ -55,6 +169,11 @@ impl SpanRecord {
     /// replaces its value in place).
     pub fn fields(&self) -> impl Iterator<Item = (&str, &Value)> {
         self.fields.iter().map(|(k, v)| (k.as_ref(), v))
+    }
+
+    /// The trace context of the span's `traceparent` field, if valid.
+    pub fn trace(&self) -> Option<&TraceContext> {
+        self.trace.as_ref()
     }
 
     /// The value of one field of this span.
@@ -88,6 +207,7 @@ pub struct Event {
     pub(crate) thread_id: u64,
     pub(crate) extra: Vec<(FieldName, Value)>,
     pub(crate) errors: Vec<(FieldName, Cow<'static, str>)>,
+    pub(crate) trace: Option<TraceContext>,
 }
 
 impl Event {
@@ -112,13 +232,29 @@ impl Event {
             thread_id: 0,
             extra: Vec::new(),
             errors: Vec::new(),
+            trace: None,
         }
+    }
+
+    /// Sets the trace context the event belongs to.
+    pub fn with_trace(mut self, trace: TraceContext) -> Self {
+        self.trace = Some(trace);
+        self
+    }
+
+    /// The trace context the event belongs to: from a valid `traceparent`
+    /// field of the event, else of the innermost span that has one.
+    pub fn trace(&self) -> Option<&TraceContext> {
+        self.trace.as_ref()
     }
 
     /// Adds an event field, as if it had been given to the log macro.
     #[must_use]
     pub fn with_field(mut self, name: impl Into<FieldName>, value: impl Into<Value>) -> Self {
         self.fields.push((name.into(), value.into()));
+        if let Some(t) = trace_of(&self.fields[self.fields.len() - 1..]) {
+            self.trace = Some(t);
+        }
         self
     }
 
@@ -129,11 +265,19 @@ impl Event {
         K: Into<FieldName>,
         V: Into<Value>,
     {
-        let fields = fields
+        let fields: Vec<(FieldName, Value)> = fields
             .into_iter()
             .map(|(k, v)| (k.into(), v.into()))
             .collect();
-        self.spans.push(Arc::new(SpanRecord { name, fields }));
+        let trace = trace_of(&fields);
+        self.spans.push(Arc::new(SpanRecord {
+            name,
+            fields,
+            trace,
+        }));
+        if self.trace.is_none() {
+            self.trace = self.spans.iter().rev().find_map(|s| s.trace);
+        }
         self
     }
 
@@ -248,5 +392,55 @@ impl Event {
     /// The enrichment errors recorded on this event.
     pub fn enrichment_errors(&self) -> impl Iterator<Item = (&str, &str)> {
         self.errors.iter().map(|(k, v)| (k.as_ref(), v.as_ref()))
+    }
+}
+
+/// The trace context of a `traceparent` field among `fields`, if one is
+/// valid.
+pub(crate) fn trace_of(fields: &[(FieldName, Value)]) -> Option<TraceContext> {
+    fields
+        .iter()
+        .find(|(k, _)| k.as_ref() == "traceparent")
+        .and_then(|(_, v)| v.as_str())
+        .and_then(TraceContext::from_traceparent)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traceparent_is_parsed_strictly() {
+        let t = TraceContext::from_traceparent(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
+        .expect("the standard's example");
+        assert_eq!(t.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(t.span_id(), "00f067aa0ba902b7");
+        assert!(t.is_sampled());
+        assert_eq!(
+            t.to_traceparent(),
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        );
+        let later = "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00-extra";
+        assert!(
+            TraceContext::from_traceparent(later).is_some(),
+            "a later version's extra field"
+        );
+        for bad in [
+            "",
+            "00",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1",
+            "00-4bf92f3577b34da6a3ce929d0e0e473\u{e9}-00f067aa0ba902b7-01",
+            "0x-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ] {
+            assert_eq!(TraceContext::from_traceparent(bad), None, "{bad:?}");
+        }
     }
 }

@@ -93,6 +93,7 @@
 //! | `level` | `TRACE`, `DEBUG`, `INFO`, `WARN` or `ERROR` |
 //! | `message` | the formatted message |
 //! | `target` | the event's target |
+//! | `trace_id`, `span_id` | the W3C trace context, lower-case hex: from a valid `traceparent` field of the event, else of the innermost span that has one |
 //! | `fields` | the event's fields, types kept (numbers, booleans, strings) |
 //! | `spans` | the spans in scope, outermost first: `[{"name": …, "fields": {…}}]` |
 //! | *enriched keys* | whatever enrichers added (`service`, `hostname`, …) |
@@ -161,7 +162,7 @@ pub use capture::{FapilogLayer, Overflow};
 pub use config::Settings;
 pub use enrich::{AsyncEnricher, Enricher};
 pub use error::{ConfigError, InitError};
-pub use event::{Event, FieldName, RESERVED_KEYS, SpanRecord, Value};
+pub use event::{Event, FieldName, RESERVED_KEYS, SpanRecord, TraceContext, Value};
 pub use observe::{ShutdownReport, SinkStats, Stats};
 pub use pipeline::{Builder, Guard};
 pub use sink::{Sink, SinkError};

@@ -22,7 +22,7 @@ use tracing_log::NormalizeEvent;
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
-use crate::event::{Event, SpanRecord};
+use crate::event::{Event, SpanRecord, TraceContext};
 
 pub(crate) mod filter;
 pub(crate) mod queue;
@@ -121,9 +121,11 @@ where
         }
         let mut visitor = FieldVisitor::new(false);
         attrs.record(&mut visitor);
+        let trace = self.trace_of(&visitor.fields);
         let record = SpanRecord {
             name: attrs.metadata().name(),
             fields: visitor.fields,
+            trace,
         };
         span.extensions_mut().replace(SpanFields(Arc::new(record)));
     }
@@ -137,6 +139,9 @@ where
             // With two fapilog layers this runs twice; replacing a value by
             // name makes the second run a no-op.
             let record = Arc::make_mut(record);
+            if let Some(trace) = self.trace_of(&visitor.fields) {
+                record.trace = Some(trace);
+            }
             for (k, v) in visitor.fields {
                 match record.fields.iter_mut().find(|(name, _)| *name == k) {
                     Some(slot) => slot.1 = v,
@@ -151,9 +156,28 @@ where
             return;
         }
         suppressed(|| {
-            let captured = capture(event, &ctx);
+            let mut captured = capture(event, &ctx);
+            captured.trace = self
+                .trace_of(&captured.fields)
+                .or_else(|| captured.spans.iter().rev().find_map(|s| s.trace));
             self.queue.push(captured);
         });
+    }
+}
+
+impl FapilogLayer {
+    /// The trace context of a `traceparent` field, counting one that does
+    /// not parse (it is kept as a field, and ignored as a context).
+    fn trace_of(
+        &self,
+        fields: &[(crate::event::FieldName, crate::event::Value)],
+    ) -> Option<TraceContext> {
+        let (_, value) = fields.iter().find(|(k, _)| k.as_ref() == "traceparent")?;
+        let parsed = value.as_str().and_then(TraceContext::from_traceparent);
+        if parsed.is_none() {
+            self.queue.count_malformed_trace();
+        }
+        parsed
     }
 }
 
@@ -213,5 +237,6 @@ where
         thread_id,
         extra: Vec::new(),
         errors: Vec::new(),
+        trace: None,
     }
 }

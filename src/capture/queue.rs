@@ -62,6 +62,8 @@ pub(crate) struct Queue {
     dropped: AtomicU64,
     displaced: AtomicU64,
     popped: AtomicU64,
+    /// `traceparent` fields that did not parse.
+    malformed_traces: AtomicU64,
     /// `popped` when a producer last gave up waiting; while the worker has
     /// made no progress since, producers drop at once instead of waiting.
     stalled_at: AtomicU64,
@@ -98,6 +100,7 @@ impl Queue {
             dropped: AtomicU64::new(0),
             displaced: AtomicU64::new(0),
             popped: AtomicU64::new(0),
+            malformed_traces: AtomicU64::new(0),
             stalled_at: AtomicU64::new(u64::MAX),
             consumer_sleeping: AtomicBool::new(false),
             consumer: Notify::new(),
@@ -126,6 +129,15 @@ impl Queue {
     /// Events pushed out of the queue by newer ones (`DropOldest`).
     pub(crate) fn displaced(&self) -> u64 {
         self.displaced.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_malformed_trace(&self) {
+        self.malformed_traces.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `traceparent` fields seen that did not parse.
+    pub(crate) fn malformed_traces(&self) -> u64 {
+        self.malformed_traces.load(Ordering::Relaxed)
     }
 
     /// Events taken off the queue by the worker so far.

@@ -28,6 +28,9 @@ pub struct Stats {
     pub sink_failures: u64,
     /// Sync enricher calls that panicked (the event was still written).
     pub enricher_panics: u64,
+    /// `traceparent` fields (of events or spans) that were not a valid W3C
+    /// trace context: kept as fields, ignored as the event's trace.
+    pub malformed_traceparents: u64,
     /// Per-sink detail, in the order the sinks were added.
     pub sinks: Vec<SinkStats>,
     /// Per-async-enricher counters and latency, in declared order.

@@ -55,6 +55,7 @@ impl Shared {
             queue_capacity: self.queue.capacity(),
             sink_failures: sinks.iter().map(|s| s.failures).sum(),
             enricher_panics: self.enricher_panics.load(Ordering::Relaxed),
+            malformed_traceparents: self.queue.malformed_traces(),
             sinks,
             enrichers: self.enrichers.iter().map(|h| h.stats()).collect(),
         }

@@ -17,6 +17,13 @@ pub(crate) fn write_event(buf: &mut Vec<u8>, event: &Event) {
     }
     buf.extend_from_slice(b",\"target\":");
     write_str(buf, &event.target);
+    if let Some(t) = &event.trace {
+        buf.extend_from_slice(b",\"trace_id\":\"");
+        push_hex(buf, &t.trace_id_bytes());
+        buf.extend_from_slice(b"\",\"span_id\":\"");
+        push_hex(buf, &t.span_id_bytes());
+        buf.push(b'"');
+    }
     if !event.fields.is_empty() {
         buf.extend_from_slice(b",\"fields\":");
         write_map(buf, &event.fields);
@@ -78,6 +85,14 @@ pub(crate) fn write_event(buf: &mut Vec<u8>, event: &Event) {
     buf.extend_from_slice(b"}\n");
 }
 
+fn push_hex(buf: &mut Vec<u8>, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        buf.push(DIGITS[usize::from(b >> 4)]);
+        buf.push(DIGITS[usize::from(b & 15)]);
+    }
+}
+
 fn write_map(buf: &mut Vec<u8>, fields: &[(FieldName, Value)]) {
     buf.push(b'{');
     for (i, (k, v)) in fields.iter().enumerate() {
@@ -103,6 +118,21 @@ fn write_value(buf: &mut Vec<u8>, v: &Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trace_context_is_written_at_the_top_level() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let ev =
+            Event::new(tracing::Level::INFO, "app", "m").with_span("req", [("traceparent", tp)]);
+        let mut buf = Vec::new();
+        write_event(&mut buf, &ev);
+        let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+        assert_eq!(v["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(v["span_id"], "00f067aa0ba902b7");
+        let text = String::from_utf8(buf).unwrap();
+        assert!(text.starts_with("{\"timestamp\":"), "{text}");
+        assert!(text.contains("\"target\":\"app\",\"trace_id\":"), "{text}");
+    }
 
     #[test]
     fn event_is_one_valid_json_line() {

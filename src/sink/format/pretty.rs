@@ -40,6 +40,15 @@ pub(crate) fn write_event(buf: &mut Vec<u8>, e: &Event, color: bool) {
     let _ = write!(s, "{:>5}", e.level.as_str());
     s.push_str(reset);
     s.push(' ');
+    if let Some(t) = &e.trace {
+        // A short form, enough to find the trace: its first 8 hex digits.
+        s.push_str(dim);
+        s.push('[');
+        s.push_str(&t.trace_id()[..8]);
+        s.push(']');
+        s.push_str(reset);
+        s.push(' ');
+    }
     for span in e.spans() {
         s.push_str(bold);
         push_escaped(&mut s, span.name());
@@ -132,6 +141,16 @@ mod tests {
             line.ends_with("INFO req{id=\"a\"}: app: hello n=1\n"),
             "{line}"
         );
+    }
+
+    #[test]
+    fn trace_shows_in_short() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let e = Event::new(Level::INFO, "app", "hello").with_field("traceparent", tp);
+        let mut buf = Vec::new();
+        write_event(&mut buf, &e, false);
+        let line = String::from_utf8(buf).unwrap();
+        assert!(line.contains(" INFO [4bf92f35] app: hello"), "{line}");
     }
 
     #[test]
