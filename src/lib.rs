@@ -81,6 +81,7 @@
 //! | `sql` | all three databases | no |
 //! | `http` | [`HttpLookup`](sources::HttpLookup): JSON APIs through one shared `reqwest` client (rustls) | no |
 //! | `redis` | [`RedisLookup`](sources::RedisLookup): `MGET` and pipelined `HGETALL` through a reconnecting connection manager | no |
+//! | `opentelemetry` | records carry the trace and span ids of the `tracing-opentelemetry` span they were logged in (without it, ids come from `traceparent` fields) | no |
 //!
 //! ## Output format
 //!
@@ -93,7 +94,7 @@
 //! | `level` | `TRACE`, `DEBUG`, `INFO`, `WARN` or `ERROR` |
 //! | `message` | the formatted message |
 //! | `target` | the event's target |
-//! | `trace_id`, `span_id` | the W3C trace context, lower-case hex: from a valid `traceparent` field of the event, else of the innermost span that has one |
+//! | `trace_id`, `span_id` | the W3C trace context, lower-case hex: from a valid `traceparent` field of the event, else (feature `opentelemetry`) the innermost span's OpenTelemetry context, else a `traceparent` field of the innermost span that has one |
 //! | `fields` | the event's fields, types kept (numbers, booleans, strings) |
 //! | `spans` | the spans in scope, outermost first: `[{"name": …, "fields": {…}}]` |
 //! | *enriched keys* | whatever enrichers added (`service`, `hostname`, …) |

@@ -348,6 +348,23 @@ fn fapilog_and_tracing_opentelemetry_share_a_subscriber() {
         checkout.span_context.span_id(),
         "payment is a child of checkout"
     );
+    // Each record carries the ids of the OpenTelemetry span it was logged
+    // in (feature `opentelemetry`).
+    #[cfg(feature = "opentelemetry")]
+    for (event, otel_span) in events.iter().zip([checkout, payment]) {
+        let t = event
+            .trace()
+            .expect("a trace context from the OpenTelemetry span");
+        assert_eq!(
+            t.trace_id_bytes(),
+            otel_span.span_context.trace_id().to_bytes()
+        );
+        assert_eq!(
+            t.span_id_bytes(),
+            otel_span.span_context.span_id().to_bytes()
+        );
+        assert!(t.is_sampled());
+    }
     let _ = provider.shutdown();
 }
 

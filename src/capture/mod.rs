@@ -25,6 +25,8 @@ use tracing_subscriber::registry::LookupSpan;
 use crate::event::{Event, SpanRecord, TraceContext};
 
 pub(crate) mod filter;
+#[cfg(feature = "opentelemetry")]
+mod otel;
 pub(crate) mod queue;
 mod suppress;
 mod visit;
@@ -62,6 +64,10 @@ use visit::FieldVisitor;
 /// and it composes with `fmt::layer()` and `tracing-opentelemetry`'s layer.
 pub struct FapilogLayer {
     queue: Arc<Queue>,
+    /// The subscriber this layer is part of, to ask its OpenTelemetry layer
+    /// for span contexts (inside a dispatch, `get_default` is no help).
+    #[cfg(feature = "opentelemetry")]
+    dispatch: std::sync::OnceLock<tracing::dispatcher::WeakDispatch>,
 }
 
 impl fmt::Debug for FapilogLayer {
@@ -74,7 +80,11 @@ impl fmt::Debug for FapilogLayer {
 
 impl FapilogLayer {
     pub(crate) fn new(queue: Arc<Queue>) -> Self {
-        FapilogLayer { queue }
+        FapilogLayer {
+            queue,
+            #[cfg(feature = "opentelemetry")]
+            dispatch: std::sync::OnceLock::new(),
+        }
     }
 }
 
@@ -113,6 +123,11 @@ impl<S> tracing_subscriber::Layer<S> for FapilogLayer
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
+    #[cfg(feature = "opentelemetry")]
+    fn on_register_dispatch(&self, subscriber: &tracing::Dispatch) {
+        let _ = self.dispatch.set(subscriber.downgrade());
+    }
+
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(id) else { return };
         if span.extensions().get::<SpanFields>().is_some() {
@@ -157,9 +172,18 @@ where
         }
         suppressed(|| {
             let mut captured = capture(event, &ctx);
-            captured.trace = self
-                .trace_of(&captured.fields)
-                .or_else(|| captured.spans.iter().rev().find_map(|s| s.trace));
+            captured.trace = self.trace_of(&captured.fields);
+            #[cfg(feature = "opentelemetry")]
+            if captured.trace.is_none() {
+                captured.trace = self
+                    .dispatch
+                    .get()
+                    .and_then(|d| d.upgrade())
+                    .and_then(|d| otel::current(event, &ctx, &d));
+            }
+            if captured.trace.is_none() {
+                captured.trace = captured.spans.iter().rev().find_map(|s| s.trace);
+            }
             self.queue.push(captured);
         });
     }
