@@ -19,6 +19,13 @@
 //! bound and policy as `non_blocking`'s defaults, so a slow consumer shows up
 //! as drops (printed after each benchmark) rather than as the caller waiting.
 //!
+//! With `--features opentelemetry` and the environment variable
+//! `FAPILOG_BENCH_OTEL=1`, every setup also has `tracing-opentelemetry`'s
+//! layer in its subscriber (an SDK tracer with no exporter), and fapilog
+//! reads each record's trace context from it: the cost of trace
+//! correlation next to `fmt::layer().json()` under the same layer. Group
+//! names then end in `_otel`.
+//!
 //! Run: `cargo bench --bench caller_cost`. After criterion's own output a
 //! summary table gives the median time per call of each setup and its ratio
 //! to `fmt_json_non_blocking`. Criterion measures the setups one after the
@@ -121,7 +128,9 @@ impl Setup {
                 };
                 let (layer, guard) = builder.build().expect("fapilog pipeline starts");
                 let dispatch = Dispatch::new(
-                    tracing_subscriber::registry().with(layer.with_filter(LevelFilter::INFO)),
+                    tracing_subscriber::registry()
+                        .with(layer.with_filter(LevelFilter::INFO))
+                        .with(otel_layer()),
                 );
                 let done = move || {
                     let r = guard.shutdown_blocking();
@@ -136,7 +145,11 @@ impl Setup {
                     .json()
                     .with_writer(writer)
                     .with_filter(LevelFilter::INFO);
-                let dispatch = Dispatch::new(tracing_subscriber::registry().with(layer));
+                let dispatch = Dispatch::new(
+                    tracing_subscriber::registry()
+                        .with(layer)
+                        .with(otel_layer()),
+                );
                 let done = move || {
                     drop(guard);
                     format!("dropped {}", errors.dropped_lines())
@@ -144,6 +157,45 @@ impl Setup {
                 (dispatch, Box::new(done))
             }
         }
+    }
+}
+
+/// Whether this run puts `tracing-opentelemetry`'s layer under every setup.
+fn with_otel() -> bool {
+    std::env::var_os("FAPILOG_BENCH_OTEL").is_some_and(|v| v == "1")
+}
+
+/// `tracing-opentelemetry`'s layer on an SDK tracer without an exporter,
+/// when this run asks for it.
+#[cfg(feature = "opentelemetry")]
+fn otel_layer<S>()
+-> Option<tracing_opentelemetry::OpenTelemetryLayer<S, opentelemetry_sdk::trace::SdkTracer>>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    use opentelemetry::trace::TracerProvider as _;
+    if !with_otel() {
+        return None;
+    }
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+    Some(tracing_opentelemetry::layer().with_tracer(provider.tracer("caller_cost")))
+}
+
+#[cfg(not(feature = "opentelemetry"))]
+fn otel_layer() -> Option<tracing_subscriber::layer::Identity> {
+    assert!(
+        !with_otel(),
+        "FAPILOG_BENCH_OTEL=1 needs `--features opentelemetry`"
+    );
+    None
+}
+
+/// A scenario's group name, marked when the OpenTelemetry layer is on.
+fn group_name(base: &str) -> String {
+    if with_otel() {
+        format!("{base}_otel")
+    } else {
+        base.to_owned()
     }
 }
 
@@ -155,8 +207,9 @@ const SCENARIOS: [Scenario; 2] = [
 ];
 
 fn bench(c: &mut Criterion) {
-    for (group_name, routine, _) in SCENARIOS {
-        let mut group = c.benchmark_group(group_name);
+    for (base, routine, _) in SCENARIOS {
+        let group_name = group_name(base);
+        let mut group = c.benchmark_group(&group_name);
         for setup in Setup::ALL {
             let (dispatch, done) = setup.start();
             group.bench_function(setup.id(), |b| {
@@ -195,7 +248,8 @@ fn summary() {
         "{:<26} {:<24} {:>12} {:>14}",
         "scenario", "setup", "median ns", "vs fmt_json"
     );
-    for (group, _, _) in SCENARIOS {
+    for (name, _, _) in SCENARIOS {
+        let group = &group_name(name);
         let base = median_ns(&dir, group, Setup::FmtJson.id());
         for setup in Setup::ALL {
             let Some(ns) = median_ns(&dir, group, setup.id()) else {
@@ -220,7 +274,8 @@ fn interleaved(rounds: usize, block: u32) {
         "{:<26} {:<24} {:>12} {:>10} {:>10} {:>22}",
         "scenario", "setup", "median ns", "p25", "p75", "median ratio to fmt_json"
     );
-    for (group, _, spans) in SCENARIOS {
+    for (name, _, spans) in SCENARIOS {
+        let group = &group_name(name);
         let started: Vec<_> = Setup::ALL.iter().map(Setup::start).collect();
         let mut ns: Vec<Vec<f64>> = vec![Vec::with_capacity(rounds); started.len()];
         for round in 0..rounds {
