@@ -142,8 +142,9 @@ fn check_backend(lookup: SqlLookup, backend: &str) {
     rt.block_on(enricher.shutdown()).unwrap();
 }
 
-#[test]
-fn postgres_any_mix_of_hostile_keys_leaves_the_good_ones_enriched() {
+/// Creates `table` on PostgreSQL with an id column of `id_type` and rows
+/// 1..=50 named `user <n>`, and returns a lookup over it.
+fn pg_users(table: &str, id_type: &str) -> SqlLookup {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let db = sqlx::PgPool::connect(&pg_url()).await.unwrap_or_else(|e| {
@@ -152,45 +153,22 @@ fn postgres_any_mix_of_hostile_keys_leaves_the_good_ones_enriched() {
                 pg_url()
             )
         });
-        db.execute("DROP TABLE IF EXISTS fl_hk").await.unwrap();
-        db.execute("CREATE TABLE fl_hk (id int8 PRIMARY KEY, name text)")
-            .await
-            .unwrap();
-        db.execute("INSERT INTO fl_hk SELECT n, 'user ' || n FROM generate_series(1, 50) n")
-            .await
-            .unwrap();
+        for sql in [
+            format!("DROP TABLE IF EXISTS {table}"),
+            format!("CREATE TABLE {table} (id {id_type} PRIMARY KEY, name text)"),
+            format!("INSERT INTO {table} SELECT n, 'user ' || n FROM generate_series(1, 50) n"),
+        ] {
+            db.execute(sqlx::AssertSqlSafe(sql)).await.unwrap();
+        }
     });
-    drop(rt);
-    let lookup = SqlLookup::builder(pg_url())
-        .query("SELECT id, name FROM fl_hk WHERE id = ANY($1)")
+    SqlLookup::builder(pg_url())
+        .query(format!("SELECT id, name FROM {table} WHERE id = ANY($1)"))
         .build()
-        .unwrap();
-    check_backend(lookup, "postgres int8");
+        .unwrap()
 }
 
-#[test]
-fn postgres_int4_keys_out_of_range_are_not_found_alone() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let db = sqlx::PgPool::connect(&pg_url()).await.unwrap();
-        db.execute("DROP TABLE IF EXISTS fl_hk4").await.unwrap();
-        db.execute("CREATE TABLE fl_hk4 (id int4 PRIMARY KEY, name text)")
-            .await
-            .unwrap();
-        db.execute("INSERT INTO fl_hk4 SELECT n, 'user ' || n FROM generate_series(1, 50) n")
-            .await
-            .unwrap();
-    });
-    drop(rt);
-    let lookup = SqlLookup::builder(pg_url())
-        .query("SELECT id, name FROM fl_hk4 WHERE id = ANY($1)")
-        .build()
-        .unwrap();
-    check_backend(lookup, "postgres int4");
-}
-
-#[test]
-fn mariadb_any_mix_of_hostile_keys_leaves_the_good_ones_enriched() {
+/// [`pg_users`] on MariaDB.
+fn mariadb_users(table: &str, id_type: &str) -> SqlLookup {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let db = sqlx::MySqlPool::connect(&mysql_url())
@@ -201,26 +179,53 @@ fn mariadb_any_mix_of_hostile_keys_leaves_the_good_ones_enriched() {
                     mysql_url()
                 )
             });
-        db.execute("DROP TABLE IF EXISTS fl_hk").await.unwrap();
-        db.execute("CREATE TABLE fl_hk (id BIGINT PRIMARY KEY, name TEXT)")
+        for sql in [
+            format!("DROP TABLE IF EXISTS {table}"),
+            format!("CREATE TABLE {table} (id {id_type} PRIMARY KEY, name TEXT)"),
+        ] {
+            db.execute(sqlx::AssertSqlSafe(sql)).await.unwrap();
+        }
+        for n in 1..=50i64 {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO {table} VALUES (?, ?)"
+            )))
+            .bind(n)
+            .bind(format!("user {n}"))
+            .execute(&db)
             .await
             .unwrap();
-        for n in 1..=50 {
-            sqlx::query("INSERT INTO fl_hk VALUES (?, ?)")
-                .bind(n)
-                .bind(format!("user {n}"))
-                .execute(&db)
-                .await
-                .unwrap();
         }
     });
-    drop(rt);
-    let lookup = SqlLookup::builder(mysql_url())
-        .query("SELECT id, name FROM fl_hk WHERE id IN ({keys})")
+    SqlLookup::builder(mysql_url())
+        .query(format!(
+            "SELECT id, name FROM {table} WHERE id IN ({{keys}})"
+        ))
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn postgres_any_mix_of_hostile_keys_leaves_the_good_ones_enriched() {
+    check_backend(pg_users("fl_hk", "int8"), "postgres int8");
+}
+
+#[test]
+fn postgres_int4_keys_out_of_range_are_not_found_alone() {
+    check_backend(pg_users("fl_hk4", "int4"), "postgres int4");
+}
+
+#[test]
+fn mariadb_any_mix_of_hostile_keys_leaves_the_good_ones_enriched() {
     // `7abc` must not be row 7, as MySQL's own comparison would make it.
-    check_backend(lookup, "mariadb bigint");
+    check_backend(mariadb_users("fl_hk", "BIGINT"), "mariadb bigint");
+}
+
+#[test]
+fn mariadb_unsigned_keys_take_text_ids_and_refuse_the_rest() {
+    check_backend(
+        mariadb_users("fl_hku", "INT UNSIGNED"),
+        "mariadb int unsigned",
+    );
 }
 
 #[test]
@@ -249,30 +254,4 @@ fn sqlite_any_mix_of_hostile_keys_leaves_the_good_ones_enriched() {
         .build()
         .unwrap();
     check_backend(lookup, "sqlite integer");
-}
-
-#[test]
-fn mariadb_unsigned_keys_take_text_ids_and_refuse_the_rest() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let db = sqlx::MySqlPool::connect(&mysql_url()).await.unwrap();
-        db.execute("DROP TABLE IF EXISTS fl_hku").await.unwrap();
-        db.execute("CREATE TABLE fl_hku (id INT UNSIGNED PRIMARY KEY, name TEXT)")
-            .await
-            .unwrap();
-        for n in 1..=50u32 {
-            sqlx::query("INSERT INTO fl_hku VALUES (?, ?)")
-                .bind(n)
-                .bind(format!("user {n}"))
-                .execute(&db)
-                .await
-                .unwrap();
-        }
-    });
-    drop(rt);
-    let lookup = SqlLookup::builder(mysql_url())
-        .query("SELECT id, name FROM fl_hku WHERE id IN ({keys})")
-        .build()
-        .unwrap();
-    check_backend(lookup, "mariadb int unsigned");
 }
