@@ -114,7 +114,10 @@
 //!   appear in the stream (the latter on the other sinks) while it happens.
 //! * **Isolation of sinks**: each sink is fed by a task of its own, and the
 //!   built-in sinks do their file and stdout I/O on tokio's blocking pool:
-//!   a slow or stuck disk delays no enricher timer and no other sink.
+//!   a slow or stuck disk delays no enricher timer. A slow sink holds the
+//!   pipeline back (back-pressure, up to the sink timeout per batch); one
+//!   that takes no batch within the timeout is stalled and its events are
+//!   counted as undelivered instead, so the other sinks go on.
 //! * **No loss at shutdown**: [`Guard::shutdown`] drains everything queued
 //!   before it. Logging afterwards is counted as dropped, never a panic.
 //! * **No feedback loops**: events emitted on the pipeline's own threads (by
