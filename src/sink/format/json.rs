@@ -2,7 +2,7 @@
 //! contract and documented in the crate docs ("Output format").
 
 use super::write_rfc3339;
-use crate::event::{Event, FieldName, Value};
+use crate::event::{Event, FieldName, Value, push_hex};
 
 /// Appends `event` as one JSON object and a newline.
 pub(crate) fn write_event(buf: &mut Vec<u8>, event: &Event) {
@@ -83,14 +83,6 @@ pub(crate) fn write_event(buf: &mut Vec<u8>, event: &Event) {
         buf.extend_from_slice(itoa::Buffer::new().format(event.thread_id).as_bytes());
     }
     buf.extend_from_slice(b"}\n");
-}
-
-fn push_hex(buf: &mut Vec<u8>, bytes: &[u8]) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for b in bytes {
-        buf.push(DIGITS[usize::from(b >> 4)]);
-        buf.push(DIGITS[usize::from(b & 15)]);
-    }
 }
 
 fn write_map(buf: &mut Vec<u8>, fields: &[(FieldName, Value)]) {
