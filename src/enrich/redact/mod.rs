@@ -16,9 +16,12 @@
 //! wherever they show (`Debug`, errors, health), by [`redact_url`].
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::event::{Event, FieldName, SpanRecord, Value};
 
@@ -173,11 +176,13 @@ impl Redaction {
             let i = bigram(p[0], p[1]);
             starts[i / 64] |= 1 << (i % 64);
         }
+        static IDS: AtomicU64 = AtomicU64::new(0);
         Ok(Some(Redactor {
             patterns,
             starts,
             values: self.values,
             replacement: Value::String(self.replacement.to_string()),
+            id: IDS.fetch_add(1, Ordering::Relaxed),
         }))
     }
 }
@@ -202,6 +207,39 @@ pub(crate) struct Redactor {
     starts: Box<[u64]>,
     values: bool,
     replacement: Value,
+    /// Tells this redactor's memo entries from another's.
+    id: u64,
+}
+
+/// Verdicts on field names that live for the whole program (the names
+/// `tracing` gives, one set per call site), by redactor and address: most
+/// of an event's names are checked once per thread, not once per event.
+type Memo = HashMap<(u64, usize, usize), bool, BuildHasherDefault<AddrHasher>>;
+
+thread_local! {
+    static STATIC_NAMES: RefCell<Memo> = RefCell::new(Memo::default());
+}
+
+/// The memo's keys are addresses and ids: mixing them is hashing enough.
+#[derive(Default)]
+struct AddrHasher(u64);
+
+impl Hasher for AddrHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 =
+                (self.0.rotate_left(5) ^ u64::from(*b)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
 }
 
 impl fmt::Debug for Redactor {
@@ -277,9 +315,28 @@ impl Redactor {
         }
     }
 
+    /// [`is_secret`](Self::is_secret), remembered for names that live as
+    /// long as the program.
+    fn is_secret_name(&self, name: &FieldName) -> bool {
+        match name {
+            Cow::Borrowed(s) => {
+                let key = (self.id, s.as_ptr() as usize, s.len());
+                STATIC_NAMES.with(|memo| {
+                    if let Some(known) = memo.borrow().get(&key) {
+                        return *known;
+                    }
+                    let verdict = self.is_secret(s);
+                    memo.borrow_mut().insert(key, verdict);
+                    verdict
+                })
+            }
+            Cow::Owned(s) => self.is_secret(s),
+        }
+    }
+
     fn redact_fields(&self, fields: &mut [(FieldName, Value)]) {
         for (k, v) in fields {
-            if self.is_secret(k) {
+            if self.is_secret_name(k) {
                 *v = self.replacement.clone();
             } else {
                 self.redact_value(v);
@@ -311,13 +368,15 @@ impl Redactor {
     }
 
     /// Whether a field would change (without changing it).
-    fn needs(&self, k: &str, v: &Value) -> bool {
-        self.is_secret(k) || self.value_needs(v)
+    fn needs(&self, k: &FieldName, v: &Value) -> bool {
+        self.is_secret_name(k) || self.value_needs(v)
     }
 
     fn value_needs(&self, v: &Value) -> bool {
         match v {
-            Value::Object(map) => map.iter().any(|(k, v)| self.needs(k, v)),
+            Value::Object(map) => map
+                .iter()
+                .any(|(k, v)| self.is_secret(k) || self.value_needs(v)),
             Value::Array(items) => items.iter().any(|i| self.value_needs(i)),
             Value::String(s) if self.values => self.redact_text(s).is_some(),
             _ => false,
