@@ -24,6 +24,10 @@
 //! extra_keys = ["ssn"]        # added to the default secret words
 //! values = false              # also scan values for bearer tokens, URL passwords
 //!
+//! [sinks]
+//! timeout = "10s"             # longest write or flush; a sink slower is stalled
+//! retries = 3                 # of a failed write, before its events are undelivered
+//!
 //! [sinks.stdout]
 //! format = "json"             # json | pretty
 //!
@@ -230,14 +234,32 @@ impl RedactionSettings {
 }
 
 /// `[sinks]`
-#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct SinkSettings {
+    /// Longest one write or flush may take (default `10s`); see
+    /// [`Builder::sink_timeout`].
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Retries of a failed write before its events are undelivered
+    /// (default 3); see [`Builder::sink_retries`].
+    pub retries: u32,
     /// `[sinks.stdout]`
     pub stdout: Option<StdoutSettings>,
     /// `[sinks.file]`
     pub file: Option<FileSettings>,
+}
+
+impl Default for SinkSettings {
+    fn default() -> Self {
+        SinkSettings {
+            timeout: Duration::from_secs(10),
+            retries: 3,
+            stdout: None,
+            file: None,
+        }
+    }
 }
 
 /// `[sinks.stdout]`
@@ -336,6 +358,9 @@ impl Settings {
             .to_redaction()
             .compile()
             .map_err(|e| ConfigError::at("redaction.keys", e))?;
+        if s.sinks.timeout.is_zero() {
+            return Err(ConfigError::at("sinks.timeout", "must be more than zero"));
+        }
         Ok(s)
     }
 }
@@ -430,7 +455,14 @@ impl Builder {
         if s.pid {
             self = self.with_pid();
         }
-        self = self.redaction(s.redaction.to_redaction());
+        self = self
+            .redaction(s.redaction.to_redaction())
+            .sink_timeout(s.sinks.timeout)
+            .sink_retries(
+                s.sinks.retries,
+                Duration::from_millis(100),
+                Duration::from_secs(2),
+            );
         if let Some(out) = &s.sinks.stdout {
             self = self.sink(StdoutSink::new(out.format));
         }

@@ -62,6 +62,14 @@ fn bad_choice_names_the_accepted_values() {
 }
 
 #[test]
+fn sink_timeout_and_retries_are_read_and_checked() {
+    let s = Settings::from_toml_str("[sinks]\ntimeout = \"250ms\"\nretries = 0\n").unwrap();
+    assert_eq!(s.sinks.timeout, std::time::Duration::from_millis(250));
+    assert_eq!(s.sinks.retries, 0);
+    expect_error("[sinks]\ntimeout = \"0s\"\n", "sinks.timeout");
+}
+
+#[test]
 fn zero_capacity_is_rejected() {
     expect_error("[queue]\ncapacity = 0\n", "queue.capacity");
     expect_error("[batch]\nsize = 0\n", "batch.size");
