@@ -31,7 +31,51 @@ pub struct StdoutSink {
     buf: Vec<u8>,
     /// A write still on the blocking pool (cut off by the sink timeout):
     /// the next one waits for it, so batches stay in order.
-    in_flight: Option<tokio::task::JoinHandle<(Vec<u8>, std::io::Result<()>)>>,
+    in_flight: Option<tokio::task::JoinHandle<Written>>,
+    /// The rest of a line a failed write left half out: written first next
+    /// time, so no line is broken or written twice.
+    tail: Vec<u8>,
+    line_ends: Vec<usize>,
+}
+
+/// What a write on the blocking pool gives back: the buffer, how much of
+/// it went out, and how it ended.
+type Written = (Vec<u8>, usize, std::io::Result<()>);
+
+/// After a write that got `done` bytes out of a buffer whose lines (from
+/// `start`) end at `line_ends`: how many lines count as written, and the
+/// part of the buffer still owed. A line half out counts as written; its
+/// end is owed, to be written first next time.
+fn after_failure(
+    line_ends: &[usize],
+    start: usize,
+    done: usize,
+) -> (usize, std::ops::Range<usize>) {
+    let lines = line_ends.iter().take_while(|end| **end <= done).count();
+    let line_start = if lines == 0 {
+        start
+    } else {
+        line_ends[lines - 1]
+    };
+    match line_ends.get(lines) {
+        Some(&end) if done > line_start => (lines + 1, done..end),
+        _ => (lines, done..done),
+    }
+}
+
+/// Writes `buf` to stdout, counting what went out.
+fn write_out(buf: &[u8]) -> (usize, std::io::Result<()>) {
+    let mut out = std::io::stdout().lock();
+    let mut done = 0;
+    while done < buf.len() {
+        match out.write(&buf[done..]) {
+            Ok(0) => return (done, Err(std::io::ErrorKind::WriteZero.into())),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return (done, Err(e)),
+        }
+    }
+    (done, Ok(()))
 }
 
 impl StdoutSink {
@@ -52,6 +96,8 @@ impl StdoutSink {
             color: std::io::stdout().is_terminal(),
             buf: Vec::with_capacity(64 * 1024),
             in_flight: None,
+            tail: Vec::new(),
+            line_ends: Vec::new(),
         }
     }
 }
@@ -62,7 +108,7 @@ impl StdoutSink {
     async fn settle(&mut self) {
         if let Some(write) = self.in_flight.as_mut() {
             // Its outcome was accounted when it was cut off.
-            if let Ok((buf, _)) = write.await {
+            if let Ok((buf, _, _)) = write.await {
                 self.buf = buf;
             }
             self.in_flight = None;
@@ -82,23 +128,42 @@ impl Sink for StdoutSink {
         self.settle().await;
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
+        // The end of a line a failed write cut short comes first.
+        let tail = std::mem::take(&mut self.tail);
+        buf.extend_from_slice(&tail);
+        let start = buf.len();
+        self.line_ends.clear();
         for e in events {
             match self.format {
                 StdoutFormat::Json => json::write_event(&mut buf, e),
                 StdoutFormat::Pretty => pretty::write_event(&mut buf, e, self.color),
             }
+            self.line_ends.push(buf.len());
         }
         self.in_flight = Some(tokio::task::spawn_blocking(move || {
-            let result = std::io::stdout().lock().write_all(&buf);
-            (buf, result)
+            let (done, result) = write_out(&buf);
+            (buf, done, result)
         }));
         let write = self.in_flight.as_mut().expect("just set");
         let joined = write.await;
         self.in_flight = None;
-        let (buf, result) = joined.map_err(|e| SinkError::new("the stdout writer failed", e))?;
+        let (buf, done, result) =
+            joined.map_err(|e| SinkError::new("the stdout writer failed", e))?;
+        let outcome = match result {
+            Ok(()) => Ok(()),
+            Err(e) if done < start => {
+                // Not even the old tail went out: it is still owed.
+                self.tail = buf[done..start].to_vec();
+                Err(SinkError::new("could not write to stdout", e))
+            }
+            Err(e) => {
+                let (written, owed) = after_failure(&self.line_ends, start, done);
+                self.tail = buf[owed].to_vec();
+                Err(SinkError::new("could not write to stdout", e).after_writing(written))
+            }
+        };
         self.buf = buf;
-        result?;
-        Ok(())
+        outcome
     }
 
     async fn flush(&mut self) -> Result<(), SinkError> {
@@ -107,5 +172,28 @@ impl Sink for StdoutSink {
             .await
             .map_err(|e| SinkError::new("the stdout writer failed", e))??;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::after_failure;
+
+    #[test]
+    fn a_half_written_line_is_finished_not_repeated() {
+        // Three lines of 10 bytes after a 4-byte tail.
+        let ends = [14, 24, 34];
+        assert_eq!(
+            after_failure(&ends, 4, 4),
+            (0, 4..4),
+            "nothing of the lines out"
+        );
+        assert_eq!(after_failure(&ends, 4, 9), (1, 9..14), "half of the first");
+        assert_eq!(
+            after_failure(&ends, 4, 14),
+            (1, 14..14),
+            "exactly the first"
+        );
+        assert_eq!(after_failure(&ends, 4, 30), (3, 30..34), "half of the last");
     }
 }
