@@ -23,6 +23,16 @@ impl StaticFields {
         self
     }
 
+    /// The value of the field `name`, if one was added.
+    #[cfg_attr(not(feature = "otlp"), allow(dead_code))]
+    pub(crate) fn get(&self, name: &str) -> Option<&Value> {
+        self.fields
+            .iter()
+            .rev()
+            .find(|(k, _)| k.as_ref() == name)
+            .map(|(_, v)| v)
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.fields.is_empty()
     }

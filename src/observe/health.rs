@@ -5,11 +5,13 @@ use std::time::SystemTime;
 
 use crate::resilience::BreakerState;
 
-/// Whether an async enricher is doing its job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Whether an async enricher (or a sink, in [`SinkStats`](crate::SinkStats))
+/// is doing its job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum HealthStatus {
     /// Started, last health check passed, circuit closed.
+    #[default]
     Up,
     /// Started and the last health check passed, but the circuit is open
     /// or half-open: calls are failing or being probed.

@@ -1,7 +1,9 @@
 //! Counters a running pipeline keeps, as plain snapshots.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+
+use super::HealthStatus;
 
 /// A snapshot of the pipeline's counters, from [`Guard::stats`](crate::Guard::stats).
 ///
@@ -53,6 +55,15 @@ pub struct SinkStats {
     pub failures: u64,
     /// The last failure's message.
     pub last_error: Option<String>,
+    /// `Up` while writes succeed; `Degraded` while a failed write is being
+    /// retried (for the OTLP sink: while the collector refuses or cannot be
+    /// reached and events wait in its retry buffer); `Down` once events
+    /// were given up on and nothing has been written since.
+    pub status: HealthStatus,
+    /// Events the sink holds but has not delivered yet (the OTLP sink's
+    /// retry buffer, requests in flight included); 0 for sinks that write
+    /// before they return.
+    pub buffered: u64,
 }
 
 /// What [`Guard::shutdown`](crate::Guard::shutdown) accomplished.
@@ -79,9 +90,17 @@ pub struct ShutdownReport {
     pub enrichers: Vec<super::EnricherStats>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct SinkCounters {
     pub(crate) name: String,
+    /// The sink reports `written` and `undelivered` itself, after its
+    /// `write_batch` returned (it delivers from a buffer of its own).
+    pub(crate) deferred: bool,
+    /// Whether the batch being handed to a deferred sink now is counted
+    /// (fapilog's own records are written but not counted).
+    pub(crate) counting: AtomicBool,
+    pub(crate) buffered: AtomicU64,
+    status: AtomicU8,
     /// Events handed to the sink's runner (application events only).
     pub(crate) sent: AtomicU64,
     pub(crate) written: AtomicU64,
@@ -91,10 +110,35 @@ pub(crate) struct SinkCounters {
 }
 
 impl SinkCounters {
-    pub(crate) fn new(name: &str) -> Self {
+    pub(crate) fn new(name: &str, deferred: bool) -> Self {
         SinkCounters {
             name: name.to_owned(),
-            ..Default::default()
+            deferred,
+            counting: AtomicBool::new(true),
+            buffered: AtomicU64::new(0),
+            status: AtomicU8::new(0),
+            sent: AtomicU64::new(0),
+            written: AtomicU64::new(0),
+            undelivered: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            last_error: Mutex::new(None),
+        }
+    }
+
+    pub(crate) fn set_status(&self, status: HealthStatus) {
+        let v = match status {
+            HealthStatus::Up => 0,
+            HealthStatus::Degraded => 1,
+            HealthStatus::Down => 2,
+        };
+        self.status.store(v, Ordering::Relaxed);
+    }
+
+    pub(crate) fn status(&self) -> HealthStatus {
+        match self.status.load(Ordering::Relaxed) {
+            0 => HealthStatus::Up,
+            1 => HealthStatus::Degraded,
+            _ => HealthStatus::Down,
         }
     }
 
@@ -120,6 +164,8 @@ impl SinkCounters {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .clone(),
+            status: self.status(),
+            buffered: self.buffered.load(Ordering::Relaxed),
         }
     }
 }

@@ -36,6 +36,8 @@ pub(crate) const MAX_PIPELINE_DEPTH: usize = 256;
 enum SinkSpec {
     Ready(Box<dyn DynSink>),
     File(FileSinkBuilder),
+    #[cfg(feature = "otlp")]
+    Otlp(Box<crate::sink::OtlpSinkBuilder>),
 }
 
 /// Configures a pipeline. Start from [`fapilog::builder()`](crate::builder).
@@ -419,6 +421,19 @@ impl Builder {
         self
     }
 
+    /// Adds an OTLP sink (feature `otlp`): records to an OpenTelemetry
+    /// Collector over gRPC or HTTP/protobuf, with a retry buffer of its
+    /// own. Its resource defaults to this pipeline's
+    /// [`service`](Self::service), [`version`](Self::version) and
+    /// [`environment`](Self::environment). Its configuration is checked
+    /// when the pipeline starts; the collector need not be up then.
+    #[cfg(feature = "otlp")]
+    #[must_use]
+    pub fn otlp(mut self, otlp: crate::sink::OtlpSinkBuilder) -> Self {
+        self.sinks.push(SinkSpec::Otlp(Box::new(otlp)));
+        self
+    }
+
     /// Runs the worker (and the enrichers' lifecycle tasks) as tasks on this
     /// runtime instead of on a thread of its own.
     ///
@@ -647,18 +662,49 @@ impl Builder {
             .map_err(|e| InitError::from(ConfigError::at("redaction", e)))?
             .map(Arc::new);
 
+        #[cfg(feature = "otlp")]
+        let otlp_defaults = {
+            let text = |name| {
+                self.static_fields
+                    .get(name)
+                    .and_then(|v| v.as_str())
+                    .map(str::to_owned)
+            };
+            crate::sink::otlp::Defaults {
+                service: text("service"),
+                version: text("version"),
+                environment: text("environment"),
+                hostname: self.hostname,
+            }
+        };
         let mut sinks: Vec<Box<dyn DynSink>> = Vec::new();
+        let mut counters: Vec<Arc<SinkCounters>> = Vec::new();
         for spec in self.sinks {
             match spec {
-                SinkSpec::Ready(s) => sinks.push(s),
+                SinkSpec::Ready(s) => {
+                    counters.push(Arc::new(SinkCounters::new(s.name(), false)));
+                    sinks.push(s);
+                }
                 SinkSpec::File(b) => {
                     let path = format!("file ({})", b.path_for_errors());
-                    sinks.push(Box::new(b.build().map_err(|e| InitError::sink(&path, e))?));
+                    let sink = b.build().map_err(|e| InitError::sink(&path, e))?;
+                    counters.push(Arc::new(SinkCounters::new(crate::sink::Sink::name(&sink), false)));
+                    sinks.push(Box::new(sink));
+                }
+                #[cfg(feature = "otlp")]
+                SinkSpec::Otlp(b) => {
+                    let mut sink = b.build_with(&otlp_defaults).map_err(InitError::from)?;
+                    let c = Arc::new(SinkCounters::new(crate::sink::Sink::name(&sink), true));
+                    sink.attach(c.clone(), &otlp_defaults);
+                    counters.push(c);
+                    sinks.push(Box::new(sink));
                 }
             }
         }
         if sinks.is_empty() {
-            sinks.push(Box::new(StdoutSink::json()));
+            let sink = StdoutSink::json();
+            counters.push(Arc::new(SinkCounters::new(crate::sink::Sink::name(&sink), false)));
+            sinks.push(Box::new(sink));
         }
 
         let mut steps: Vec<Step> = Vec::new();
@@ -702,7 +748,7 @@ impl Builder {
             emitted: AtomicU64::new(0),
             lost: AtomicU64::new(0),
             enricher_panics: AtomicU64::new(0),
-            sinks: sinks.iter().map(|s| SinkCounters::new(s.name())).collect(),
+            sinks: counters,
             done: Signal::default(),
             enrichers: declared,
             facade: PipelineMetrics::new(&self.name.clone().unwrap_or_else(default_name)),

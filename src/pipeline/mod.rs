@@ -37,7 +37,7 @@ pub(crate) struct Shared {
     /// (counted in `dropped` too).
     pub(crate) lost: AtomicU64,
     pub(crate) enricher_panics: AtomicU64,
-    pub(crate) sinks: Vec<SinkCounters>,
+    pub(crate) sinks: Vec<Arc<SinkCounters>>,
     pub(crate) done: Signal<ShutdownReport>,
     pub(crate) enrichers: Vec<Arc<EnricherHandle>>,
     pub(crate) facade: PipelineMetrics,

@@ -32,7 +32,7 @@ use tokio::time::Instant;
 use super::Shared;
 use crate::capture::spawn_suppressed;
 use crate::event::Event;
-use crate::observe::SinkCounters;
+use crate::observe::{HealthStatus, SinkCounters};
 use crate::sink::DynSink;
 
 /// How the pipeline treats its sinks.
@@ -220,6 +220,7 @@ impl Runner {
                     Ok(Err(_)) => false,
                     Err(_) => {
                         self.stalled = true;
+                        c.set_status(HealthStatus::Down);
                         c.fail(format!(
                             "sink stalled: it took no batch for {timeout:?}; its events are undelivered until it does"
                         ));
@@ -254,7 +255,14 @@ async fn run(
             }
         }
     }
-    flush(&mut *sink, c, policy).await;
+    // Bounded by the shutdown deadline (`SinkSet::close` stops waiting),
+    // not the sink timeout: a sink with a buffer of its own may need
+    // longer than one write to hand it over.
+    match AssertUnwindSafe(sink.close()).catch_unwind().await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => c.fail(e.to_string()),
+        Err(_) => c.fail("sink panicked while closing".to_owned()),
+    }
 }
 
 /// Writes one batch, retrying what was not written, and accounts for every
@@ -269,6 +277,8 @@ async fn deliver(
     let mut offset = 0;
     let mut backoff = policy.retry_min;
     let mut attempt = 0;
+    // A deferred sink counts what it accepted itself, once it knows.
+    c.counting.store(count, Ordering::Relaxed);
     while offset < batch.len() {
         let rest = &batch[offset..];
         let outcome = tokio::time::timeout(
@@ -299,14 +309,26 @@ async fn deliver(
         if !retry || attempt >= policy.retries {
             break;
         }
+        if !c.deferred {
+            c.set_status(HealthStatus::Degraded);
+        }
         attempt += 1;
         tokio::time::sleep(backoff).await;
         backoff = backoff.saturating_mul(2).min(policy.retry_max);
     }
+    let missed = (batch.len() - offset) as u64;
     if count {
-        c.written.fetch_add(offset as u64, Ordering::Relaxed);
-        c.undelivered
-            .fetch_add((batch.len() - offset) as u64, Ordering::Relaxed);
+        if !c.deferred {
+            c.written.fetch_add(offset as u64, Ordering::Relaxed);
+        }
+        c.undelivered.fetch_add(missed, Ordering::Relaxed);
+    }
+    if !c.deferred {
+        c.set_status(if missed == 0 {
+            HealthStatus::Up
+        } else {
+            HealthStatus::Down
+        });
     }
 }
 

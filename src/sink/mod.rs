@@ -5,7 +5,8 @@
 //! has its failure counted and does not stop the others or lose their events.
 //!
 //! Built in: [`StdoutSink`] (JSON lines or a human format) and [`FileSink`]
-//! (JSON lines with size- and time-based rotation and retention).
+//! (JSON lines with size- and time-based rotation and retention), and with
+//! the `otlp` feature [`OtlpSink`] (OTLP/gRPC or OTLP/HTTP to a collector).
 
 use std::fmt;
 use std::future::Future;
@@ -16,9 +17,13 @@ use crate::event::Event;
 
 mod file;
 pub(crate) mod format;
+#[cfg(feature = "otlp")]
+pub(crate) mod otlp;
 mod stdout;
 
 pub use file::{FileSink, FileSinkBuilder, Rotation};
+#[cfg(feature = "otlp")]
+pub use otlp::{OtlpProtocol, OtlpSink, OtlpSinkBuilder};
 pub use stdout::{StdoutFormat, StdoutSink};
 
 /// A destination for events.
@@ -63,6 +68,16 @@ pub trait Sink: Send + 'static {
     fn flush(&mut self) -> impl Future<Output = Result<(), SinkError>> + Send {
         async { Ok(()) }
     }
+
+    /// Called once at shutdown, after the last batch, instead of a last
+    /// [`flush`](Sink::flush) (which it calls by default). A sink that holds
+    /// events of its own (a network sink's retry buffer) hands them over
+    /// here; it may take until the shutdown deadline, past which the
+    /// pipeline stops waiting and counts what the sink still held as
+    /// undelivered.
+    fn close(&mut self) -> impl Future<Output = Result<(), SinkError>> + Send {
+        self.flush()
+    }
 }
 
 /// A boxed sink. (There is no impl for `Arc<S>`: a sink is written by one
@@ -82,6 +97,9 @@ impl<S: Sink + ?Sized> Sink for Box<S> {
     fn flush(&mut self) -> impl Future<Output = Result<(), SinkError>> + Send {
         (**self).flush()
     }
+    fn close(&mut self) -> impl Future<Output = Result<(), SinkError>> + Send {
+        (**self).close()
+    }
 }
 
 /// Object-safe form of [`Sink`], so the pipeline can hold a list of them.
@@ -89,6 +107,7 @@ pub(crate) trait DynSink: Send {
     fn name(&self) -> &str;
     fn write_batch<'a>(&'a mut self, events: &'a [Event]) -> BoxFuture<'a, Result<(), SinkError>>;
     fn flush(&mut self) -> BoxFuture<'_, Result<(), SinkError>>;
+    fn close(&mut self) -> BoxFuture<'_, Result<(), SinkError>>;
 }
 
 impl<S: Sink> DynSink for S {
@@ -100,6 +119,9 @@ impl<S: Sink> DynSink for S {
     }
     fn flush(&mut self) -> BoxFuture<'_, Result<(), SinkError>> {
         Box::pin(Sink::flush(self))
+    }
+    fn close(&mut self) -> BoxFuture<'_, Result<(), SinkError>> {
+        Box::pin(Sink::close(self))
     }
 }
 

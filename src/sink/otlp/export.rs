@@ -1,0 +1,273 @@
+//! The OTLP sink's retry buffer and the task that empties it.
+//!
+//! Why a buffer of its own: a collector that is down, restarting or
+//! shedding load (`UNAVAILABLE`, 429, 503 with `Retry-After`) must not slow
+//! the pipeline, let alone the caller. `write_batch` only encodes and
+//! queues; the export task sends one request at a time, in order, and
+//! retries it with backoff for as long as the collector refuses it for
+//! now (up to `give_up_after`). While it waits, new records queue behind
+//! it up to the buffer's bounds (events and bytes, in flight included);
+//! records that find it full are counted as undelivered at once. Every
+//! record is, in the end, counted for this sink as written or undelivered.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::Config;
+use super::map::{self, Pending};
+use super::transport::{Answer, Prepared};
+use crate::observe::{HealthStatus, SinkCounters};
+
+pub(super) struct Buffer {
+    state: Mutex<State>,
+    /// Records queued, a flush asked for, or closing: for the task.
+    wake: Notify,
+    /// The buffer ran empty (or the task ended): for `close`.
+    idle: Notify,
+    pub(super) counters: Arc<SinkCounters>,
+}
+
+#[derive(Default)]
+struct State {
+    queue: VecDeque<Pending>,
+    /// Records held, queued or in flight.
+    events: usize,
+    bytes: usize,
+    flush: bool,
+    closing: bool,
+    running: bool,
+}
+
+impl Buffer {
+    pub(super) fn new(counters: Arc<SinkCounters>) -> Self {
+        Buffer {
+            state: Mutex::new(State::default()),
+            wake: Notify::new(),
+            idle: Notify::new(),
+            counters,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues what fits; counts the rest as undelivered.
+    pub(super) fn push(&self, records: Vec<Pending>, config: &Config) {
+        let (mut full, mut too_big) = (0u64, 0u64);
+        let wake;
+        {
+            let mut s = self.lock();
+            for p in records {
+                if p.bytes > config.max_request_bytes {
+                    too_big += u64::from(p.counted);
+                } else if s.events >= config.buffer_events
+                    || s.bytes + p.bytes > config.buffer_bytes
+                {
+                    full += u64::from(p.counted);
+                } else {
+                    s.events += 1;
+                    s.bytes += p.bytes;
+                    s.queue.push_back(p);
+                }
+            }
+            self.counters
+                .buffered
+                .store(s.events as u64, Ordering::Relaxed);
+            wake = s.queue.len() >= config.max_batch;
+        }
+        if wake {
+            self.wake.notify_one();
+        }
+        if too_big > 0 {
+            self.undelivered(
+                too_big,
+                format!(
+                    "{too_big} OTLP records larger than the request limit ({} bytes) undelivered",
+                    config.max_request_bytes
+                ),
+            );
+        }
+        if full > 0 {
+            self.undelivered(
+                full,
+                format!(
+                    "OTLP retry buffer full ({} events, {} bytes): {full} records undelivered",
+                    config.buffer_events, config.buffer_bytes
+                ),
+            );
+        }
+    }
+
+    fn undelivered(&self, n: u64, why: String) {
+        self.counters.undelivered.fetch_add(n, Ordering::Relaxed);
+        self.counters.fail(why);
+    }
+
+    /// Asks the task to send what is queued now.
+    pub(super) fn flush(&self) {
+        self.lock().flush = true;
+        self.wake.notify_one();
+    }
+
+    /// Whether the task must be started (it is started once, on the
+    /// pipeline's runtime, by the first write).
+    pub(super) fn needs_task(&self) -> bool {
+        let mut s = self.lock();
+        !std::mem::replace(&mut s.running, true)
+    }
+
+    /// Stops intake and waits until the task has sent (or given up on)
+    /// everything held. The pipeline bounds the wait by its deadline.
+    pub(super) async fn close(&self) {
+        self.lock().closing = true;
+        self.wake.notify_one();
+        loop {
+            let idle = self.idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            {
+                let s = self.lock();
+                if s.events == 0 || !s.running {
+                    return;
+                }
+            }
+            idle.await;
+        }
+    }
+
+    /// The next request's records: up to `max_batch` records and
+    /// `max_request_bytes`, once there are that many, a flush was asked
+    /// for or the sink is closing; `None` when closing and empty.
+    async fn next(&self, config: &Config) -> Option<Vec<Pending>> {
+        loop {
+            let wake = self.wake.notified();
+            tokio::pin!(wake);
+            wake.as_mut().enable();
+            {
+                let mut s = self.lock();
+                let ready = s.queue.len() >= config.max_batch || s.flush || s.closing;
+                if ready && !s.queue.is_empty() {
+                    let mut bytes = 0;
+                    let mut n = 0;
+                    for p in s.queue.iter().take(config.max_batch) {
+                        if n > 0 && bytes + p.bytes > config.max_request_bytes {
+                            break;
+                        }
+                        bytes += p.bytes;
+                        n += 1;
+                    }
+                    let chunk: Vec<Pending> = s.queue.drain(..n).collect();
+                    s.flush = !s.queue.is_empty() && s.flush;
+                    return Some(chunk);
+                }
+                if s.queue.is_empty() {
+                    s.flush = false;
+                    if s.closing {
+                        return None;
+                    }
+                }
+            }
+            wake.await;
+        }
+    }
+
+    /// Releases a request's records from the buffer.
+    fn done(&self, events: usize, bytes: usize) {
+        let empty;
+        {
+            let mut s = self.lock();
+            s.events -= events;
+            s.bytes -= bytes;
+            empty = s.events == 0;
+            self.counters
+                .buffered
+                .store(s.events as u64, Ordering::Relaxed);
+        }
+        if empty {
+            self.idle.notify_waiters();
+        }
+    }
+
+    fn ended(&self) {
+        self.lock().running = false;
+        self.idle.notify_waiters();
+    }
+}
+
+/// The export task: sends the buffer's records until the sink closes.
+pub(super) async fn run(buffer: Arc<Buffer>, config: Arc<Config>, prepared: Prepared) {
+    let mut transport = prepared.connect();
+    let resource: Resource = config.resource.clone();
+    let c = buffer.counters.clone();
+    while let Some(chunk) = buffer.next(&config).await {
+        let events = chunk.len();
+        let bytes: usize = chunk.iter().map(|p| p.bytes).sum();
+        let counted = chunk.iter().filter(|p| p.counted).count() as u64;
+        let request = map::request(&resource, chunk);
+        let first = Instant::now();
+        let mut backoff = config.retry_min;
+        loop {
+            // The transport has its own timeout; this one is a backstop.
+            let answer = match tokio::time::timeout(
+                config.timeout + Duration::from_secs(1),
+                transport.send(&request),
+            )
+            .await
+            {
+                Ok(a) => a,
+                Err(_) => Answer::Retry {
+                    after: None,
+                    message: format!("OTLP export took longer than {:?}", config.timeout),
+                },
+            };
+            match answer {
+                Answer::Accepted { rejected, message } => {
+                    let rejected = rejected.min(counted);
+                    c.written.fetch_add(counted - rejected, Ordering::Relaxed);
+                    if rejected > 0 || !message.is_empty() {
+                        c.undelivered.fetch_add(rejected, Ordering::Relaxed);
+                        c.fail(format!(
+                            "OTLP collector rejected {rejected} of {events} records: {message}"
+                        ));
+                    }
+                    c.set_status(HealthStatus::Up);
+                    break;
+                }
+                Answer::Refused { message } => {
+                    c.undelivered.fetch_add(counted, Ordering::Relaxed);
+                    c.fail(format!("{message}; {events} records undelivered"));
+                    c.set_status(HealthStatus::Down);
+                    break;
+                }
+                Answer::Retry { after, message } => {
+                    let spent = first.elapsed();
+                    if spent >= config.give_up_after {
+                        c.undelivered.fetch_add(counted, Ordering::Relaxed);
+                        c.fail(format!(
+                            "{message}; gave up after {spent:?}: {events} records undelivered"
+                        ));
+                        c.set_status(HealthStatus::Down);
+                        break;
+                    }
+                    c.fail(message);
+                    c.set_status(HealthStatus::Degraded);
+                    let wait = after
+                        .unwrap_or(backoff)
+                        .min(config.give_up_after - spent)
+                        .max(Duration::from_millis(1));
+                    tokio::time::sleep(wait).await;
+                    backoff = backoff.saturating_mul(2).min(config.retry_max);
+                }
+            }
+        }
+        buffer.done(events, bytes);
+    }
+    buffer.ended();
+}
