@@ -695,7 +695,7 @@ impl Builder {
                 SinkSpec::Otlp(b) => {
                     let mut sink = b.build_with(&otlp_defaults).map_err(InitError::from)?;
                     let c = Arc::new(SinkCounters::new(crate::sink::Sink::name(&sink), true));
-                    sink.attach(c.clone(), &otlp_defaults);
+                    sink.attach(c.clone(), &otlp_defaults, self.sink_policy.timeout);
                     counters.push(c);
                     sinks.push(Box::new(sink));
                 }

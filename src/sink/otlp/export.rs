@@ -9,25 +9,35 @@
 //! it up to the buffer's bounds (events and bytes, in flight included);
 //! records that find it full are counted as undelivered at once. Every
 //! record is, in the end, counted for this sink as written or undelivered.
+//!
+//! A collector that is up but slower than the application logs is not an
+//! outage: then a full buffer makes `write_batch` wait for room (at most
+//! half the sink timeout), which slows the pipeline as any slow sink does
+//! and lets the queue's overflow policy decide — rather than losing
+//! records a healthy collector would have taken. Only while the collector
+//! is refusing (the last answer was "retry later" or no answer) does a
+//! full buffer count records as undelivered without waiting.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use opentelemetry_proto::tonic::resource::v1::Resource;
+use bytes::Bytes;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::Config;
 use super::map::{self, Pending};
-use super::transport::{Answer, Prepared};
+use super::transport::{Answer, Prepared, Transport};
 use crate::observe::{HealthStatus, SinkCounters};
 
 pub(super) struct Buffer {
     state: Mutex<State>,
     /// Records queued, a flush asked for, or closing: for the task.
     wake: Notify,
+    /// Room freed in the buffer: for a `push` waiting for it.
+    room: Notify,
     /// The buffer ran empty (or the task ended): for `close`.
     idle: Notify,
     pub(super) counters: Arc<SinkCounters>,
@@ -42,6 +52,8 @@ struct State {
     flush: bool,
     closing: bool,
     running: bool,
+    /// The collector's last answer was "not now" (or none came).
+    refusing: bool,
 }
 
 impl Buffer {
@@ -49,6 +61,7 @@ impl Buffer {
         Buffer {
             state: Mutex::new(State::default()),
             wake: Notify::new(),
+            room: Notify::new(),
             idle: Notify::new(),
             counters,
         }
@@ -58,32 +71,53 @@ impl Buffer {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queues what fits; counts the rest as undelivered.
-    pub(super) fn push(&self, records: Vec<Pending>, config: &Config) {
+    /// Queues the records, in order. When the buffer is full it waits for
+    /// room (up to `max_wait`) while the collector is taking requests, and
+    /// counts the rest as undelivered at once while it is refusing them.
+    pub(super) async fn push(&self, records: Vec<Pending>, config: &Config, max_wait: Duration) {
         let (mut full, mut too_big) = (0u64, 0u64);
-        let wake;
-        {
-            let mut s = self.lock();
-            for p in records {
-                if p.bytes > config.max_request_bytes {
-                    too_big += u64::from(p.counted);
-                } else if s.events >= config.buffer_events
-                    || s.bytes + p.bytes > config.buffer_bytes
-                {
-                    full += u64::from(p.counted);
-                } else {
-                    s.events += 1;
-                    s.bytes += p.bytes;
-                    s.queue.push_back(p);
+        let deadline = Instant::now() + max_wait;
+        let mut records = records.into_iter().peekable();
+        let mut timed_out = false;
+        while records.peek().is_some() {
+            let room = self.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            let wake;
+            {
+                let mut s = self.lock();
+                while let Some(p) = records.peek() {
+                    let bytes = p.bytes();
+                    if bytes > config.max_request_bytes {
+                        too_big += u64::from(p.counted);
+                    } else if s.events < config.buffer_events
+                        && s.bytes + bytes <= config.buffer_bytes
+                    {
+                        s.events += 1;
+                        s.bytes += bytes;
+                        let p = records.next().expect("peeked");
+                        s.queue.push_back(p);
+                        continue;
+                    } else if s.refusing || s.closing || timed_out {
+                        full += u64::from(p.counted);
+                    } else {
+                        // Wait for room; have what is queued sent meanwhile.
+                        s.flush = true;
+                        break;
+                    }
+                    records.next();
                 }
+                self.counters
+                    .buffered
+                    .store(s.events as u64, Ordering::Relaxed);
+                wake = s.queue.len() >= config.max_batch || s.flush;
             }
-            self.counters
-                .buffered
-                .store(s.events as u64, Ordering::Relaxed);
-            wake = s.queue.len() >= config.max_batch;
-        }
-        if wake {
-            self.wake.notify_one();
+            if wake {
+                self.wake.notify_one();
+            }
+            if records.peek().is_some() && tokio::time::timeout_at(deadline, room).await.is_err() {
+                timed_out = true;
+            }
         }
         if too_big > 0 {
             self.undelivered(
@@ -95,13 +129,17 @@ impl Buffer {
             );
         }
         if full > 0 {
-            self.undelivered(
-                full,
+            let why = if timed_out {
                 format!(
-                    "OTLP retry buffer full ({} events, {} bytes): {full} records undelivered",
+                    "OTLP collector too slow: the retry buffer stayed full for {max_wait:?}; {full} records undelivered"
+                )
+            } else {
+                format!(
+                    "OTLP retry buffer full ({} events, {} bytes) while the collector refuses: {full} records undelivered",
                     config.buffer_events, config.buffer_bytes
-                ),
-            );
+                )
+            };
+            self.undelivered(full, why);
         }
     }
 
@@ -157,10 +195,11 @@ impl Buffer {
                     let mut bytes = 0;
                     let mut n = 0;
                     for p in s.queue.iter().take(config.max_batch) {
-                        if n > 0 && bytes + p.bytes > config.max_request_bytes {
+                        let b = p.bytes();
+                        if n > 0 && bytes + b > config.max_request_bytes {
                             break;
                         }
-                        bytes += p.bytes;
+                        bytes += b;
                         n += 1;
                     }
                     let chunk: Vec<Pending> = s.queue.drain(..n).collect();
@@ -190,84 +229,119 @@ impl Buffer {
                 .buffered
                 .store(s.events as u64, Ordering::Relaxed);
         }
+        self.room.notify_waiters();
         if empty {
             self.idle.notify_waiters();
+        }
+    }
+
+    fn refusing(&self, refusing: bool) {
+        self.lock().refusing = refusing;
+        if refusing {
+            // Writers waiting for room stop waiting.
+            self.room.notify_waiters();
         }
     }
 
     fn ended(&self) {
         self.lock().running = false;
         self.idle.notify_waiters();
+        self.room.notify_waiters();
     }
 }
 
+/// Requests in flight at once: while one waits for its answer the next is
+/// on its way (a collector's answer takes a round trip and a decode; with
+/// one at a time the link would idle for both).
+const IN_FLIGHT: usize = 2;
+
 /// The export task: sends the buffer's records until the sink closes.
 pub(super) async fn run(buffer: Arc<Buffer>, config: Arc<Config>, prepared: Prepared) {
-    let mut transport = prepared.connect();
-    let resource: Resource = config.resource.clone();
-    let c = buffer.counters.clone();
-    while let Some(chunk) = buffer.next(&config).await {
-        let events = chunk.len();
-        let bytes: usize = chunk.iter().map(|p| p.bytes).sum();
-        let counted = chunk.iter().filter(|p| p.counted).count() as u64;
-        let request = map::request(&resource, chunk);
-        let first = Instant::now();
-        let mut backoff = config.retry_min;
-        loop {
-            // The transport has its own timeout; this one is a backstop.
-            let answer = match tokio::time::timeout(
-                config.timeout + Duration::from_secs(1),
-                transport.send(&request),
-            )
-            .await
-            {
-                Ok(a) => a,
-                Err(_) => Answer::Retry {
-                    after: None,
-                    message: format!("OTLP export took longer than {:?}", config.timeout),
-                },
-            };
-            match answer {
-                Answer::Accepted { rejected, message } => {
-                    let rejected = rejected.min(counted);
-                    c.written.fetch_add(counted - rejected, Ordering::Relaxed);
-                    if rejected > 0 || !message.is_empty() {
-                        c.undelivered.fetch_add(rejected, Ordering::Relaxed);
-                        c.fail(format!(
-                            "OTLP collector rejected {rejected} of {events} records: {message}"
-                        ));
-                    }
-                    c.set_status(HealthStatus::Up);
-                    break;
+    use futures_util::StreamExt;
+    use futures_util::stream::FuturesUnordered;
+
+    let transport = prepared.connect();
+    let mut in_flight = FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            biased;
+            Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+            chunk = buffer.next(&config), if in_flight.len() < IN_FLIGHT => match chunk {
+                Some(chunk) => in_flight.push(send(&buffer, &config, transport.clone(), chunk)),
+                None => break,
+            },
+        }
+    }
+    while in_flight.next().await.is_some() {}
+    buffer.ended();
+}
+
+/// Sends one request, retrying it while the collector says "not now",
+/// and accounts for its records.
+async fn send(buffer: &Buffer, config: &Config, mut transport: Transport, chunk: Vec<Pending>) {
+    let c = &buffer.counters;
+    let events = chunk.len();
+    let bytes: usize = chunk.iter().map(Pending::bytes).sum();
+    let counted = chunk.iter().filter(|p| p.counted).count() as u64;
+    let request = Bytes::from(map::request(&config.resource_bytes, &chunk));
+    drop(chunk);
+    let first = Instant::now();
+    let mut backoff = config.retry_min;
+    loop {
+        // The transport has its own timeout; this one is a backstop.
+        let answer = match tokio::time::timeout(
+            config.timeout + Duration::from_secs(1),
+            transport.send(&request),
+        )
+        .await
+        {
+            Ok(a) => a,
+            Err(_) => Answer::Retry {
+                after: None,
+                message: format!("OTLP export took longer than {:?}", config.timeout),
+            },
+        };
+        match answer {
+            Answer::Accepted { rejected, message } => {
+                let rejected = rejected.min(counted);
+                c.written.fetch_add(counted - rejected, Ordering::Relaxed);
+                if rejected > 0 || !message.is_empty() {
+                    c.undelivered.fetch_add(rejected, Ordering::Relaxed);
+                    c.fail(format!(
+                        "OTLP collector rejected {rejected} of {events} records: {message}"
+                    ));
                 }
-                Answer::Refused { message } => {
+                c.set_status(HealthStatus::Up);
+                buffer.refusing(false);
+                break;
+            }
+            Answer::Refused { message } => {
+                c.undelivered.fetch_add(counted, Ordering::Relaxed);
+                c.fail(format!("{message}; {events} records undelivered"));
+                c.set_status(HealthStatus::Down);
+                break;
+            }
+            Answer::Retry { after, message } => {
+                let spent = first.elapsed();
+                if spent >= config.give_up_after {
                     c.undelivered.fetch_add(counted, Ordering::Relaxed);
-                    c.fail(format!("{message}; {events} records undelivered"));
+                    c.fail(format!(
+                        "{message}; gave up after {spent:?}: {events} records undelivered"
+                    ));
                     c.set_status(HealthStatus::Down);
                     break;
                 }
-                Answer::Retry { after, message } => {
-                    let spent = first.elapsed();
-                    if spent >= config.give_up_after {
-                        c.undelivered.fetch_add(counted, Ordering::Relaxed);
-                        c.fail(format!(
-                            "{message}; gave up after {spent:?}: {events} records undelivered"
-                        ));
-                        c.set_status(HealthStatus::Down);
-                        break;
-                    }
-                    c.fail(message);
-                    c.set_status(HealthStatus::Degraded);
-                    let wait = after
-                        .unwrap_or(backoff)
-                        .min(config.give_up_after - spent)
-                        .max(Duration::from_millis(1));
-                    tokio::time::sleep(wait).await;
-                    backoff = backoff.saturating_mul(2).min(config.retry_max);
-                }
+                c.fail(message);
+                c.set_status(HealthStatus::Degraded);
+                buffer.refusing(true);
+                let wait = after
+                    .unwrap_or(backoff)
+                    .min(config.give_up_after - spent)
+                    .max(Duration::from_millis(1));
+                tokio::time::sleep(wait).await;
+                backoff = backoff.saturating_mul(2).min(config.retry_max);
             }
         }
-        buffer.done(events, bytes);
     }
-    buffer.ended();
+    buffer.done(events, bytes);
 }

@@ -14,42 +14,32 @@
 //! arrays, integers `int_value` (a `u64` above `i64::MAX` a `double_value`),
 //! `null` an empty value.
 
-use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{
-    AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList, any_value,
-};
-use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use prost::Message;
-use tracing::Level;
+use std::borrow::Cow;
 
+#[cfg(test)]
+use opentelemetry_proto::tonic::common::v1::{ArrayValue, KeyValueList};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+#[cfg(test)]
+use opentelemetry_proto::tonic::logs::v1::LogRecord;
+
+use super::encode;
 use crate::event::{Event, Value};
 
-/// A record waiting to be sent, with its scope and its encoded size.
-#[derive(Debug, Clone)]
+/// A record waiting to be sent: its encoded `LogRecord`, and its scope.
+#[derive(Debug)]
 pub(super) struct Pending {
-    pub(super) scope: Box<str>,
-    pub(super) record: LogRecord,
-    /// Encoded size of the record, plus a little for its framing.
-    pub(super) bytes: usize,
+    pub(super) scope: Cow<'static, str>,
+    /// Exactly as long as it is, so the buffer's byte bound is its memory.
+    pub(super) record: Box<[u8]>,
     /// Counted in the pipeline's stats (false for fapilog's own records).
     pub(super) counted: bool,
 }
 
-pub(super) fn severity(level: Level) -> (i32, &'static str) {
-    match level {
-        Level::TRACE => (1, "TRACE"),
-        Level::DEBUG => (5, "DEBUG"),
-        Level::INFO => (9, "INFO"),
-        Level::WARN => (13, "WARN"),
-        _ => (17, "ERROR"),
+impl Pending {
+    /// What the record takes in the buffer and in a request.
+    pub(super) fn bytes(&self) -> usize {
+        encode::framed(self.record.len()) + self.scope.len() / 8
     }
-}
-
-fn nanos(t: std::time::SystemTime) -> u64 {
-    t.duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 pub(super) fn kv(key: impl Into<String>, value: AnyValue) -> KeyValue {
@@ -67,6 +57,7 @@ pub(super) fn string(s: impl Into<String>) -> AnyValue {
 }
 
 /// A JSON value as an OTLP value, its shape kept.
+#[cfg(test)]
 pub(super) fn any(value: &Value) -> AnyValue {
     let v = match value {
         Value::Null => None,
@@ -95,17 +86,24 @@ pub(super) struct Omit {
 }
 
 impl Omit {
-    fn skips(&self, name: &str, value: &Value) -> bool {
+    pub(super) fn skips(&self, name: &str, value: &Value) -> bool {
         self.fields
             .iter()
             .any(|(k, v)| *k == name && value.as_str() == Some(v.as_str()))
     }
 }
 
-/// The record of one event.
+/// The record of one event, built from the generated types: what
+/// [`encode::record`] must write, for the tests to compare.
+#[cfg(test)]
 pub(super) fn record(event: &Event, omit: &Omit) -> LogRecord {
-    let (number, text) = severity(event.level());
-    let time = nanos(event.timestamp());
+    let (number, text) = encode::severity(event.level());
+    let number = number as i32;
+    let time = event
+        .timestamp()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
     let mut attributes: Vec<KeyValue> =
         Vec::with_capacity(event.fields.len() + event.extra.len() + 4);
     for (k, v) in event.fields() {
@@ -190,50 +188,27 @@ pub(super) fn record(event: &Event, omit: &Omit) -> LogRecord {
     }
 }
 
-/// A record ready for the buffer.
-pub(super) fn pending(event: &Event, omit: &Omit, counted: bool) -> Pending {
-    let record = record(event, omit);
-    let scope: Box<str> = event.target().into();
-    // The record's own framing in `ScopeLogs`, and a share of its scope's.
-    let bytes = record.encoded_len() + 8 + scope.len() / 4;
+/// A record ready for the buffer, encoded in `scratch` first.
+pub(super) fn pending(event: &Event, omit: &Omit, counted: bool, scratch: &mut Vec<u8>) -> Pending {
+    scratch.clear();
+    encode::record(event, omit, scratch);
     Pending {
-        scope,
-        record,
-        bytes,
+        scope: event.target.clone(),
+        record: scratch.as_slice().into(),
         counted,
     }
 }
 
-/// The request of these records: one resource, a scope per target (in
-/// the order targets first appear; records keep their order within it).
-pub(super) fn request(resource: &Resource, records: Vec<Pending>) -> ExportLogsServiceRequest {
-    let mut scopes: Vec<ScopeLogs> = Vec::new();
+/// The encoded request of these records: one resource, a scope per
+/// target (in the order targets first appear; records keep their order
+/// within it).
+pub(super) fn request(resource: &[u8], records: &[Pending]) -> Vec<u8> {
+    let mut scopes: Vec<(&str, Vec<&[u8]>)> = Vec::new();
     for p in records {
-        let at = match scopes.iter().position(|s| {
-            s.scope
-                .as_ref()
-                .is_some_and(|sc| sc.name.as_str() == &*p.scope)
-        }) {
-            Some(i) => i,
-            None => {
-                scopes.push(ScopeLogs {
-                    scope: Some(InstrumentationScope {
-                        name: p.scope.into(),
-                        ..Default::default()
-                    }),
-                    log_records: Vec::new(),
-                    schema_url: String::new(),
-                });
-                scopes.len() - 1
-            }
-        };
-        scopes[at].log_records.push(p.record);
+        match scopes.iter_mut().find(|(name, _)| *name == p.scope.as_ref()) {
+            Some((_, list)) => list.push(&p.record[..]),
+            None => scopes.push((p.scope.as_ref(), vec![&p.record[..]])),
+        }
     }
-    ExportLogsServiceRequest {
-        resource_logs: vec![ResourceLogs {
-            resource: Some(resource.clone()),
-            scope_logs: scopes,
-            schema_url: String::new(),
-        }],
-    }
+    encode::request(resource, &scopes)
 }

@@ -43,6 +43,7 @@ use crate::event::Event;
 use crate::observe::SinkCounters;
 use crate::sink::{Sink, SinkError};
 
+mod encode;
 mod export;
 mod map;
 mod transport;
@@ -312,6 +313,8 @@ impl OtlpSinkBuilder {
             buffer: None,
             task: None,
             omit: Omit { fields: Vec::new() },
+            max_wait: Duration::from_secs(5),
+            scratch: Vec::with_capacity(1024),
         })
     }
 
@@ -496,7 +499,9 @@ impl OtlpSinkBuilder {
         let (retry_min, retry_max) = self
             .retry
             .unwrap_or((Duration::from_millis(100), Duration::from_secs(5)));
+        let resource_bytes = prost::Message::encode_to_vec(&resource);
         Ok(Config {
+            resource_bytes,
             protocol,
             endpoint,
             headers,
@@ -589,6 +594,8 @@ pub(crate) struct Config {
     gzip: bool,
     ca_pem: Option<Vec<u8>>,
     resource: Resource,
+    /// The resource, encoded once.
+    resource_bytes: Vec<u8>,
     buffer_events: usize,
     buffer_bytes: usize,
     max_batch: usize,
@@ -631,6 +638,10 @@ pub struct OtlpSink {
     buffer: Option<Arc<Buffer>>,
     task: Option<tokio::task::AbortHandle>,
     omit: Omit,
+    /// Longest a write waits for room in the buffer (half the pipeline's
+    /// sink timeout, so that the pipeline never times a write out).
+    max_wait: Duration,
+    scratch: Vec<u8>,
 }
 
 impl fmt::Debug for OtlpSink {
@@ -650,7 +661,12 @@ impl OtlpSink {
     }
 
     /// Connects the sink to its stats: it counts what it delivered itself.
-    pub(crate) fn attach(&mut self, counters: Arc<SinkCounters>, defaults: &Defaults) {
+    pub(crate) fn attach(
+        &mut self,
+        counters: Arc<SinkCounters>,
+        defaults: &Defaults,
+        sink_timeout: Duration,
+    ) {
         let mut fields = Vec::new();
         for (attr, field) in [
             ("service.name", "service"),
@@ -667,6 +683,7 @@ impl OtlpSink {
         }
         self.omit = Omit { fields };
         self.buffer = Some(Arc::new(Buffer::new(counters)));
+        self.max_wait = sink_timeout / 2;
     }
 
     fn buffer(&mut self) -> Result<&Arc<Buffer>, SinkError> {
@@ -707,11 +724,12 @@ impl Sink for OtlpSink {
             .counters
             .counting
             .load(std::sync::atomic::Ordering::Relaxed);
+        let scratch = &mut self.scratch;
         let records = events
             .iter()
-            .map(|e| map::pending(e, &self.omit, counted))
+            .map(|e| map::pending(e, &self.omit, counted, scratch))
             .collect();
-        buffer.push(records, &self.config);
+        buffer.push(records, &self.config, self.max_wait).await;
         Ok(())
     }
 

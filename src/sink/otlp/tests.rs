@@ -2,6 +2,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use super::transport::parse_retry_after;
+use crate::event::Value;
 use super::*;
 
 fn resolve(b: OtlpSinkBuilder, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
@@ -172,4 +173,94 @@ fn values_keep_their_shape() {
     assert_eq!(get("ok"), Some(V::BoolValue(true)));
     assert!(matches!(get("tags"), Some(V::ArrayValue(a)) if a.values.len() == 1));
     assert_eq!(get("none"), None);
+}
+
+fn sample_event() -> Event {
+    let trace = crate::event::TraceContext::new([7; 16], [9; 8], 1).unwrap();
+    let mut e = Event::new(tracing::Level::WARN, "app::orders", "order placed")
+        .with_field("order_id", 42)
+        .with_field("amount", 12.5)
+        .with_field("express", true)
+        .with_field("note", "a \"quoted\" é")
+        .with_field("nothing", Value::Null)
+        .with_span("request", [("user_id", serde_json::json!(7))])
+        .with_span("db", [("table", serde_json::json!("orders"))])
+        .with_span("request", [("user_id", serde_json::json!(8))])
+        .with_trace(trace);
+    e.insert("user", serde_json::json!({"id": 7, "tier": "gold", "tags": ["a", "b"], "big": u64::MAX}));
+    e.insert("service", "checkout");
+    e.add_enrichment_error("users", "timeout");
+    e.add_enrichment_error("geo", "circuit_open");
+    e
+}
+
+fn decode(bytes: &[u8]) -> opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest {
+    prost::Message::decode(bytes).expect("a valid ExportLogsServiceRequest")
+}
+
+#[test]
+fn hand_encoded_records_decode_to_the_generated_types() {
+    let omit = Omit { fields: vec![("service", "checkout".to_owned())] };
+    let events = [
+        sample_event(),
+        Event::new(tracing::Level::INFO, "other", "x".repeat(300)),
+        sample_event(),
+    ];
+    let pending: Vec<_> = events.iter().map(|e| map::pending(e, &omit, true, &mut Vec::new())).collect();
+    let resource = Resource {
+        attributes: vec![map::kv("service.name", map::string("checkout"))],
+        dropped_attributes_count: 0,
+        entity_refs: Vec::new(),
+    };
+    let bytes = map::request(&prost::Message::encode_to_vec(&resource), &pending);
+    let req = decode(&bytes);
+    assert_eq!(req.resource_logs.len(), 1);
+    let rl = &req.resource_logs[0];
+    assert_eq!(rl.resource.as_ref(), Some(&resource));
+    // A scope per target, in first-seen order; records keep their order.
+    let scopes: Vec<_> = rl.scope_logs.iter().map(|s| s.scope.as_ref().unwrap().name.as_str()).collect();
+    assert_eq!(scopes, ["app::orders", "other"]);
+    assert_eq!(rl.scope_logs[0].log_records.len(), 2);
+    for (got, event) in rl.scope_logs[0].log_records.iter().zip([&events[0], &events[2]]) {
+        assert_eq!(got, &map::record(event, &omit));
+    }
+    assert_eq!(rl.scope_logs[1].log_records[0], map::record(&events[1], &omit));
+    let r = &rl.scope_logs[0].log_records[0];
+    assert!(!r.attributes.iter().any(|a| a.key == "service"), "the resource carries it");
+    assert!(r.attributes.iter().any(|a| a.key == "span.request.user_id"));
+    assert_eq!(r.attributes.iter().filter(|a| a.key.starts_with("span.request.")).count(), 1);
+    assert_eq!(r.trace_id, vec![7; 16]);
+    assert_eq!(r.flags, 1);
+}
+
+proptest::proptest! {
+    #[test]
+    fn any_json_value_encodes_as_the_generated_types_do(v in json_value()) {
+        let mut e = Event::new(tracing::Level::INFO, "t", "m");
+        e.insert("v", v.clone());
+        let omit = Omit { fields: Vec::new() };
+        let p = map::pending(&e, &omit, true, &mut Vec::new());
+        let req = decode(&map::request(&[], std::slice::from_ref(&p)));
+        let got = &req.resource_logs[0].scope_logs[0].log_records[0];
+        proptest::prop_assert_eq!(got, &map::record(&e, &omit));
+    }
+}
+
+fn json_value() -> impl proptest::strategy::Strategy<Value = Value> {
+    use proptest::prelude::*;
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        any::<u64>().prop_map(Value::from),
+        (-1e300f64..1e300).prop_map(Value::from),
+        ".{0,200}".prop_map(Value::from),
+    ];
+    leaf.prop_recursive(4, 64, 8, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
+            proptest::collection::btree_map(".{0,20}", inner, 0..8)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
 }

@@ -5,12 +5,11 @@
 
 use std::time::Duration;
 
-use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
-use opentelemetry_proto::tonic::collector::logs::v1::{
-    ExportLogsServiceRequest, ExportLogsServiceResponse,
-};
+use bytes::{Buf, BufMut, Bytes};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse;
 use prost::Message;
-use tonic::codec::CompressionEncoding;
+use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codegen::http::uri::PathAndQuery;
 use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic_types::StatusExt;
@@ -34,9 +33,10 @@ pub(super) enum Answer {
     Refused { message: String },
 }
 
+#[derive(Clone)]
 pub(super) enum Transport {
     Grpc {
-        client: LogsServiceClient<Channel>,
+        client: tonic::client::Grpc<Channel>,
         metadata: MetadataMap,
     },
     Http {
@@ -131,7 +131,7 @@ impl Prepared {
                 metadata,
                 gzip,
             } => {
-                let mut client = LogsServiceClient::new((*endpoint).connect_lazy())
+                let mut client = tonic::client::Grpc::new((*endpoint).connect_lazy())
                     .max_decoding_message_size(MAX_RESPONSE_BYTES);
                 if gzip {
                     client = client
@@ -146,12 +146,20 @@ impl Prepared {
 }
 
 impl Transport {
-    pub(super) async fn send(&mut self, request: &ExportLogsServiceRequest) -> Answer {
+    /// Sends an encoded `ExportLogsServiceRequest`.
+    pub(super) async fn send(&mut self, request: &Bytes) -> Answer {
         match self {
             Transport::Grpc { client, metadata } => {
+                if let Err(e) = client.ready().await {
+                    return Answer::Retry {
+                        after: None,
+                        message: format!("OTLP/gRPC collector unreachable: {}", bounded(&e.to_string())),
+                    };
+                }
                 let mut req = tonic::Request::new(request.clone());
                 *req.metadata_mut() = metadata.clone();
-                match client.export(req).await {
+                let path = PathAndQuery::from_static(EXPORT_PATH);
+                match client.unary(req, path, RawCodec).await {
                     Ok(response) => accepted(response.into_inner()),
                     Err(status) => grpc_failure(&status),
                 }
@@ -162,13 +170,13 @@ impl Transport {
                 headers,
                 gzip,
             } => {
-                let body = request.encode_to_vec();
+                let body = request.clone();
                 let mut req = client
                     .post(url.as_str())
                     .headers(headers.clone())
                     .header(reqwest::header::CONTENT_TYPE, "application/x-protobuf");
                 req = if *gzip {
-                    match gzip_bytes(&body) {
+                    match gzip_bytes(&body[..]) {
                         Ok(z) => req
                             .header(reqwest::header::CONTENT_ENCODING, "gzip")
                             .body(z),
@@ -191,6 +199,47 @@ impl Transport {
                 }
             }
         }
+    }
+}
+
+/// The logs service's export method.
+const EXPORT_PATH: &str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
+
+/// Sends requests encoded beforehand as they are; decodes responses with
+/// the generated type.
+#[derive(Debug, Clone, Copy, Default)]
+struct RawCodec;
+
+impl Codec for RawCodec {
+    type Encode = Bytes;
+    type Decode = ExportLogsServiceResponse;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+    fn encoder(&mut self) -> Self::Encoder {
+        RawCodec
+    }
+    fn decoder(&mut self) -> Self::Decoder {
+        RawCodec
+    }
+}
+
+impl Encoder for RawCodec {
+    type Item = Bytes;
+    type Error = tonic::Status;
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Self::Error> {
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl Decoder for RawCodec {
+    type Item = ExportLogsServiceResponse;
+    type Error = tonic::Status;
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, Self::Error> {
+        let bytes = src.copy_to_bytes(src.remaining());
+        ExportLogsServiceResponse::decode(bytes)
+            .map(Some)
+            .map_err(|e| tonic::Status::internal(format!("undecodable OTLP response: {e}")))
     }
 }
 
