@@ -129,8 +129,7 @@ fn bad_settings_name_the_variable_and_hide_secrets() {
         .ignore_env()
         .header("x-api-key", "sec\nret")
         .build()
-        .err()
-        .expect("an invalid header value");
+        .expect_err("an invalid header value");
     assert!(!e.to_string().contains("sec"), "{e}");
     assert!(e.to_string().contains("x-api-key"), "{e}");
 }
