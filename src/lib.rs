@@ -186,6 +186,6 @@ pub fn builder() -> Builder {
 }
 
 /// The README's examples, compiled as doc tests.
-#[cfg(all(doctest, feature = "postgres"))]
+#[cfg(all(doctest, feature = "postgres", feature = "tower"))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;

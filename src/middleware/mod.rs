@@ -11,7 +11,10 @@
 //! belongs to the request without the handler doing anything.
 //!
 //! [`RequestLayer`] works with any service from `http::Request<B>` to
-//! `http::Response<B2>`: axum routers, tonic servers, hyper services.
+//! `http::Response<B2>` whose error is `Display`: axum routers (and
+//! handlers, with `route_layer`), tonic servers (`Server::builder().layer`),
+//! and hyper services built with `tower` (served through `hyper-util`'s
+//! `TowerToHyperService`).
 //!
 //! ```no_run
 //! use axum::{Router, routing::get};
