@@ -159,7 +159,7 @@ ensure_mariadb
 ensure_redis
 
 # Every feature must build on its own, not only all together.
-for feature in "" sqlite postgres mysql http redis opentelemetry; do
+for feature in "" sqlite postgres mysql http redis opentelemetry tower; do
   cargo check --quiet --lib --features "$feature"
 done
 # Benchmarks are run with `cargo bench` (see BENCHMARKS.md); here they are

@@ -63,12 +63,14 @@
 //! | [`sink`] | [`Sink`], stdout (JSON or pretty) and rotating files |
 //! | [`observe`] | [`Stats`], [`ShutdownReport`], per-enricher counters and health, the `metrics` facade |
 //! | [`config`] | [`Settings`] from TOML and `FAPILOG__…` environment variables |
+//! | `middleware` | `RequestLayer` (feature `tower`): a request id, a trace context, a span and one access record for every HTTP request |
 //!
 //! Inside, dependencies point one way: `event` and `error` depend on
 //! nothing; `capture` (the layer and the queue, everything on the caller's
 //! thread) on `event`; `enrich`, `lookup` and `sources` build on each other
 //! in that order; `pipeline` uses all of them; `config` sits on top and
-//! nothing imports it. A test fails when a cycle creeps back.
+//! nothing imports it; `middleware` needs only `event` and nothing
+//! imports it. A test fails when a cycle creeps back.
 //!
 //! ## Cargo features
 //!
@@ -81,6 +83,7 @@
 //! | `sql` | all three databases | no |
 //! | `http` | [`HttpLookup`](sources::HttpLookup): JSON APIs through one shared `reqwest` client (rustls) | no |
 //! | `redis` | [`RedisLookup`](sources::RedisLookup): `MGET` and pipelined `HGETALL` through a reconnecting connection manager | no |
+//! | `tower` | `middleware::RequestLayer`, a `tower` layer for axum, tonic and hyper services: request ids, W3C trace context, a `request` span and access records | no |
 //! | `opentelemetry` | records carry the trace and span ids of the `tracing-opentelemetry` span they were logged in (without it, ids come from `traceparent` fields) | no |
 //!
 //! ## Output format
@@ -156,6 +159,8 @@ pub mod enrich;
 mod error;
 mod event;
 pub mod lookup;
+#[cfg(feature = "tower")]
+pub mod middleware;
 pub mod observe;
 mod pipeline;
 pub mod resilience;
@@ -167,6 +172,8 @@ pub use config::Settings;
 pub use enrich::{AsyncEnricher, Enricher};
 pub use error::{ConfigError, InitError};
 pub use event::{Event, FieldName, RESERVED_KEYS, SpanRecord, TraceContext, Value};
+#[cfg(feature = "tower")]
+pub use middleware::RequestLayer;
 pub use observe::{ShutdownReport, SinkStats, Stats};
 pub use pipeline::{Builder, Guard};
 pub use sink::{Sink, SinkError};
@@ -181,6 +188,6 @@ pub fn builder() -> Builder {
 }
 
 /// The README's examples, compiled as doc tests.
-#[cfg(all(doctest, feature = "postgres"))]
+#[cfg(all(doctest, feature = "postgres", feature = "tower"))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;

@@ -182,6 +182,17 @@ fn top_level_modules_form_a_dag() {
     for (m, deps) in &graph {
         assert!(!deps.contains("config"), "{m} depends on config");
     }
+    // The request middleware sits beside the pipeline: it needs only the
+    // event types, and nothing needs it.
+    if let Some(deps) = graph.get("middleware") {
+        assert!(
+            deps.iter().all(|d| d == "event"),
+            "middleware depends on {deps:?}"
+        );
+    }
+    for (m, deps) in &graph {
+        assert!(!deps.contains("middleware"), "{m} depends on middleware");
+    }
 }
 
 #[test]
