@@ -183,7 +183,7 @@ impl SinkSet {
     }
 
     /// Closes every sink: each writes what it holds, flushes and stops.
-    /// Waits until `deadline`; a sink still busy then is left behind (its
+    /// Waits until `deadline`; a sink still busy then is stopped (its
     /// events pending are undelivered in the report).
     pub(crate) async fn close(&mut self, deadline: Instant) {
         for r in &mut self.runners {
@@ -194,7 +194,12 @@ impl SinkSet {
             .iter_mut()
             .filter_map(|r| r.task.take())
             .map(|task| async move {
-                let _ = tokio::time::timeout_at(deadline, task).await;
+                let abort = task.abort_handle();
+                if tokio::time::timeout_at(deadline, task).await.is_err() {
+                    // Stop it: a sink still retrying (a collector that is
+                    // down) would otherwise go on after the report.
+                    abort.abort();
+                }
             });
         futures_util::future::join_all(waits).await;
     }
