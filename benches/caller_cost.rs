@@ -14,6 +14,11 @@
 //! * `fmt_json_non_blocking`: `tracing_subscriber::fmt::layer().json()` on a
 //!   registry, writing through `tracing_appender::non_blocking` (default
 //!   settings: lossy, 128 000 buffered lines) to `std::io::sink()`.
+//! * `otel_appender_batch`: what a user sending logs over OTLP would pick
+//!   instead: `opentelemetry-appender-tracing`'s bridge over an SDK
+//!   `SdkLoggerProvider` with the default `BatchLogProcessor` (its own
+//!   thread, 2 048 queued records, lossy) and an exporter that drops what it
+//!   is given.
 //!
 //! fapilog uses `Overflow::DropNewest` with a 128 000-event queue, the same
 //! bound and policy as `non_blocking`'s defaults, so a slow consumer shows up
@@ -101,16 +106,36 @@ enum Setup {
     FapilogNull,
     FapilogDevNull,
     FmtJson,
+    OtelAppender,
+}
+
+/// An OpenTelemetry log exporter that drops every batch.
+#[derive(Debug)]
+struct DropExporter;
+
+impl opentelemetry_sdk::logs::LogExporter for DropExporter {
+    async fn export(
+        &self,
+        _batch: opentelemetry_sdk::logs::LogBatch<'_>,
+    ) -> opentelemetry_sdk::error::OTelSdkResult {
+        Ok(())
+    }
 }
 
 impl Setup {
-    const ALL: [Setup; 3] = [Setup::FapilogNull, Setup::FapilogDevNull, Setup::FmtJson];
+    const ALL: [Setup; 4] = [
+        Setup::FapilogNull,
+        Setup::FapilogDevNull,
+        Setup::FmtJson,
+        Setup::OtelAppender,
+    ];
 
     fn id(&self) -> &'static str {
         match self {
             Setup::FapilogNull => "fapilog_null_sink",
             Setup::FapilogDevNull => "fapilog_file_devnull",
             Setup::FmtJson => "fmt_json_non_blocking",
+            Setup::OtelAppender => "otel_appender_batch",
         }
     }
 
@@ -153,6 +178,25 @@ impl Setup {
                 let done = move || {
                     drop(guard);
                     format!("dropped {}", errors.dropped_lines())
+                };
+                (dispatch, Box::new(done))
+            }
+            Setup::OtelAppender => {
+                let provider = opentelemetry_sdk::logs::SdkLoggerProvider::builder()
+                    .with_batch_exporter(DropExporter)
+                    .build();
+                let layer = opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge::new(
+                    &provider,
+                )
+                .with_filter(LevelFilter::INFO);
+                let dispatch = Dispatch::new(
+                    tracing_subscriber::registry()
+                        .with(layer)
+                        .with(otel_layer()),
+                );
+                let done = move || match provider.shutdown() {
+                    Ok(()) => "shut down".to_owned(),
+                    Err(e) => format!("shutdown: {e}"),
                 };
                 (dispatch, Box::new(done))
             }
@@ -245,18 +289,23 @@ fn summary() {
     println!();
     println!("median time per call (criterion's median of sample means)");
     println!(
-        "{:<26} {:<24} {:>12} {:>14}",
-        "scenario", "setup", "median ns", "vs fmt_json"
+        "{:<26} {:<24} {:>12} {:>14} {:>14}",
+        "scenario", "setup", "median ns", "vs fmt_json", "vs otel"
     );
     for (name, _, _) in SCENARIOS {
         let group = &group_name(name);
         let base = median_ns(&dir, group, Setup::FmtJson.id());
+        let otel = median_ns(&dir, group, Setup::OtelAppender.id());
         for setup in Setup::ALL {
             let Some(ns) = median_ns(&dir, group, setup.id()) else {
                 continue;
             };
             let ratio = base.map_or("-".to_owned(), |b| format!("{:.2}x", ns / b));
-            println!("{group:<26} {:<24} {ns:>12.1} {ratio:>14}", setup.id());
+            let vs_otel = otel.map_or("-".to_owned(), |b| format!("{:.2}x", ns / b));
+            println!(
+                "{group:<26} {:<24} {ns:>12.1} {ratio:>14} {vs_otel:>14}",
+                setup.id()
+            );
         }
     }
 }
@@ -271,8 +320,8 @@ fn interleaved(rounds: usize, block: u32) {
         "interleaved check: {rounds} rounds, each timing {block} calls per setup (rotating order)"
     );
     println!(
-        "{:<26} {:<24} {:>12} {:>10} {:>10} {:>22}",
-        "scenario", "setup", "median ns", "p25", "p75", "median ratio to fmt_json"
+        "{:<26} {:<24} {:>12} {:>10} {:>10} {:>22} {:>18}",
+        "scenario", "setup", "median ns", "p25", "p75", "median ratio to fmt_json", "ratio to otel"
     );
     for (name, _, spans) in SCENARIOS {
         let group = &group_name(name);
@@ -298,17 +347,24 @@ fn interleaved(rounds: usize, block: u32) {
             .iter()
             .position(|s| matches!(s, Setup::FmtJson))
             .expect("baseline setup");
+        let otel = Setup::ALL
+            .iter()
+            .position(|s| matches!(s, Setup::OtelAppender))
+            .expect("otel setup");
         for (i, setup) in Setup::ALL.iter().enumerate() {
-            let ratios = ns[i].iter().zip(&ns[base]).map(|(a, b)| a / b).collect();
-            let ratio = percentile(ratios, 0.5);
+            let ratio_to = |b: usize| {
+                let ratios = ns[i].iter().zip(&ns[b]).map(|(a, b)| a / b).collect();
+                percentile(ratios, 0.5)
+            };
             let q = |p| percentile(ns[i].clone(), p);
             println!(
-                "{group:<26} {:<24} {:>12.1} {:>10.1} {:>10.1} {:>21.2}x",
+                "{group:<26} {:<24} {:>12.1} {:>10.1} {:>10.1} {:>21.2}x {:>17.2}x",
                 setup.id(),
                 q(0.5),
                 q(0.25),
                 q(0.75),
-                ratio
+                ratio_to(base),
+                ratio_to(otel)
             );
         }
         for (setup, (dispatch, done)) in Setup::ALL.iter().zip(started) {

@@ -138,11 +138,10 @@ fn start_receiver(receiver: Receiver) -> SocketAddr {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
                 .await
                 .expect("bind");
-            tx.send(listener.local_addr().expect("address")).expect("send");
+            tx.send(listener.local_addr().expect("address"))
+                .expect("send");
             tonic::transport::Server::builder()
-                .add_service(
-                    LogsServiceServer::new(receiver).max_decoding_message_size(64 << 20),
-                )
+                .add_service(LogsServiceServer::new(receiver).max_decoding_message_size(64 << 20))
                 .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
                 .await
                 .expect("receiver runs");
@@ -269,7 +268,11 @@ fn print_table(setups: &[String], runs: &[Run]) {
         }
         let eps = median(mine.iter().map(|r| r.events_per_s).collect());
         let caller = median(mine.iter().map(|r| r.caller_ns).collect());
-        let rss = median(mine.iter().map(|r| r.peak_rss_kib as f64 / 1024.0).collect());
+        let rss = median(
+            mine.iter()
+                .map(|r| r.peak_rss_kib as f64 / 1024.0)
+                .collect(),
+        );
         let lost: u64 = mine.iter().map(|r| r.lost).sum();
         println!(
             "{setup:<14} {:>4} {eps:>20.0} {caller:>18.0} {:>16} {lost:>12}",
@@ -348,7 +351,11 @@ fn child(setup: &str, events: u64, endpoint: &str) -> ExitCode {
             .expect("first subscriber");
             Box::new(move || {
                 let r = guard.shutdown_blocking();
-                if r.emitted == events + events / 10 && r.dropped == 0 && !r.timed_out && r.undelivered == 0 {
+                if r.emitted == events + events / 10
+                    && r.dropped == 0
+                    && !r.timed_out
+                    && r.undelivered == 0
+                {
                     Ok(())
                 } else {
                     Err(format!("shutdown report: {r:?}"))
@@ -366,9 +373,8 @@ fn child(setup: &str, events: u64, endpoint: &str) -> ExitCode {
             let provider = opentelemetry_sdk::logs::SdkLoggerProvider::builder()
                 .with_batch_exporter(exporter)
                 .build();
-            let layer = opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge::new(
-                &provider,
-            );
+            let layer =
+                opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge::new(&provider);
             tracing::subscriber::set_global_default(
                 tracing_subscriber::registry().with(layer.with_filter(LevelFilter::INFO)),
             )

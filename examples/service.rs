@@ -84,11 +84,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let app = Router::new()
         .route("/users/{id}/orders", get(orders))
         .route("/health", get(|| async { "ok" }))
-        .layer(RequestLayer::new().route_with(|req: &axum::http::Request<axum::body::Body>| {
-            req.extensions()
-                .get::<MatchedPath>()
-                .map(|p| p.as_str().to_owned())
-        }));
+        .layer(
+            RequestLayer::new().route_with(|req: &axum::http::Request<axum::body::Body>| {
+                req.extensions()
+                    .get::<MatchedPath>()
+                    .map(|p| p.as_str().to_owned())
+            }),
+        );
     let addr = std::env::var("FAPILOG_EXAMPLE_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".into());
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     let local = listener.local_addr()?;
@@ -115,12 +117,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for (path, continued) in calls {
         let mut req = client.get(format!("{base}{path}"));
         if continued {
-            req = req
-                .header("x-request-id", "checkout-7f3a")
-                .header(
-                    "traceparent",
-                    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-                );
+            req = req.header("x-request-id", "checkout-7f3a").header(
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            );
         }
         let res = req.send().await?;
         eprintln!(
@@ -136,7 +136,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if !self_test {
         eprintln!(
             "serving on {base} ({}); Ctrl-C to stop",
-            if otlp { "records to OTLP" } else { "records to stdout" }
+            if otlp {
+                "records to OTLP"
+            } else {
+                "records to stdout"
+            }
         );
         tokio::signal::ctrl_c().await?;
     }

@@ -192,6 +192,10 @@ impl SpanRecord {
 
 /// One log record, owned by the pipeline.
 ///
+/// The spans an event was logged in, root first: shared, since every
+/// event of a span has the same ones.
+pub(crate) type SpanChain = Arc<[Arc<SpanRecord>]>;
+
 /// Built by the layer on the caller's thread; enriched and written on the
 /// pipeline's worker. Enrichers read it with [`Event::field`] (event fields
 /// first, then span fields from the innermost span outwards) and add to it
@@ -206,8 +210,9 @@ pub struct Event {
     pub(crate) line: Option<u32>,
     pub(crate) message: Option<String>,
     pub(crate) fields: Vec<(FieldName, Value)>,
-    /// Root first, leaf last.
-    pub(crate) spans: Vec<Arc<SpanRecord>>,
+    /// Root first, leaf last. Shared by every event logged in the same
+    /// span (see `capture`), so an event costs one reference count here.
+    pub(crate) spans: SpanChain,
     pub(crate) thread_name: Option<Arc<str>>,
     pub(crate) thread_id: u64,
     pub(crate) extra: Vec<(FieldName, Value)>,
@@ -232,7 +237,7 @@ impl Event {
             line: None,
             message: Some(message.into()),
             fields: Vec::new(),
-            spans: Vec::new(),
+            spans: SpanChain::default(),
             thread_name: None,
             thread_id: 0,
             extra: Vec::new(),
@@ -275,11 +280,13 @@ impl Event {
             .map(|(k, v)| (k.into(), v.into()))
             .collect();
         let trace = trace_of(&fields);
-        self.spans.push(Arc::new(SpanRecord {
+        let mut spans = self.spans.to_vec();
+        spans.push(Arc::new(SpanRecord {
             name,
             fields,
             trace,
         }));
+        self.spans = spans.into();
         if self.trace.is_none() {
             self.trace = self.spans.iter().rev().find_map(|s| s.trace);
         }

@@ -176,9 +176,9 @@ pub use event::{Event, FieldName, RESERVED_KEYS, SpanRecord, TraceContext, Value
 pub use middleware::RequestLayer;
 pub use observe::{ShutdownReport, SinkStats, Stats};
 pub use pipeline::{Builder, Guard};
-pub use sink::{Sink, SinkError};
 #[cfg(feature = "otlp")]
 pub use sink::{OtlpProtocol, OtlpSink, OtlpSinkBuilder};
+pub use sink::{Sink, SinkError};
 
 /// Starts configuring a pipeline; see [`Builder`] for every setting and its
 /// default.

@@ -8,9 +8,9 @@
 
 #![cfg(feature = "otlp")]
 
-mod support;
 #[path = "support/otlp.rs"]
 mod otlp_support;
+mod support;
 
 use std::time::Duration;
 
@@ -71,7 +71,10 @@ fn kvlist(v: Option<&V>) -> Vec<(String, Option<V>)> {
             .values
             .iter()
             .map(|KeyValue { key, value, .. }| {
-                (key.clone(), value.clone().and_then(|AnyValue { value }| value))
+                (
+                    key.clone(),
+                    value.clone().and_then(|AnyValue { value }| value),
+                )
             })
             .collect(),
         other => panic!("not a key-value list: {other:?}"),
@@ -160,7 +163,12 @@ fn every_field_is_mapped(protocol: OtlpProtocol, gzip: bool) {
         assert_eq!(r.header("x-api-key"), Some(SECRET), "{:?}", r.headers);
         match protocol {
             OtlpProtocol::Grpc => {
-                assert_eq!(r.header("grpc-encoding"), gzip.then_some("gzip"), "{:?}", r.headers);
+                assert_eq!(
+                    r.header("grpc-encoding"),
+                    gzip.then_some("gzip"),
+                    "{:?}",
+                    r.headers
+                );
                 assert!(
                     r.header("content-type")
                         .is_some_and(|c| c.starts_with("application/grpc")),
@@ -169,12 +177,21 @@ fn every_field_is_mapped(protocol: OtlpProtocol, gzip: bool) {
                 );
             }
             _ => {
-                assert_eq!(r.header("content-encoding"), gzip.then_some("gzip"), "{:?}", r.headers);
+                assert_eq!(
+                    r.header("content-encoding"),
+                    gzip.then_some("gzip"),
+                    "{:?}",
+                    r.headers
+                );
                 assert_eq!(r.header("content-type"), Some("application/x-protobuf"));
             }
         }
     }
-    assert!(receiver.bad_bodies().is_empty(), "{:?}", receiver.bad_bodies());
+    assert!(
+        receiver.bad_bodies().is_empty(),
+        "{:?}",
+        receiver.bad_bodies()
+    );
 
     // Resource: from the pipeline's service, version, environment, the
     // host, the user's attribute and the SDK's own.
@@ -182,7 +199,10 @@ fn every_field_is_mapped(protocol: OtlpProtocol, gzip: bool) {
     for r in &records {
         assert_eq!(r.resource_str("service.name"), Some("checkout"));
         assert_eq!(r.resource_str("service.version"), Some("1.2.3"));
-        assert_eq!(r.resource_str("deployment.environment.name"), Some("staging"));
+        assert_eq!(
+            r.resource_str("deployment.environment.name"),
+            Some("staging")
+        );
         assert_eq!(r.resource_str("host.name"), Some(host.as_str()));
         assert_eq!(r.resource_str("team"), Some("payments"));
         assert_eq!(r.resource_str("telemetry.sdk.name"), Some("fapilog"));
@@ -204,7 +224,11 @@ fn every_field_is_mapped(protocol: OtlpProtocol, gzip: bool) {
         };
         assert_eq!(r.scope.name, expected_scope, "{r:#?}");
         for omitted in ["service", "version", "environment", "hostname"] {
-            assert!(r.attr(omitted).is_none(), "{omitted} repeated: {:?}", r.attr_keys());
+            assert!(
+                r.attr(omitted).is_none(),
+                "{omitted} repeated: {:?}",
+                r.attr_keys()
+            );
         }
         let mut user = kvlist(r.attr("user"));
         user.sort_by(|a, b| a.0.cmp(&b.0));
@@ -221,9 +245,13 @@ fn every_field_is_mapped(protocol: OtlpProtocol, gzip: bool) {
         let errors = kvlist(r.attr("enrichment_errors"));
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert_eq!(errors[0].0, "geo");
-        assert!(matches!(&errors[0].1, Some(V::StringValue(m)) if !m.is_empty()), "{errors:?}");
         assert!(
-            r.str("code.file.path").is_some_and(|f| f.ends_with("otlp.rs")),
+            matches!(&errors[0].1, Some(V::StringValue(m)) if !m.is_empty()),
+            "{errors:?}"
+        );
+        assert!(
+            r.str("code.file.path")
+                .is_some_and(|f| f.ends_with("otlp.rs")),
             "{:?}",
             r.attr("code.file.path")
         );
@@ -232,9 +260,9 @@ fn every_field_is_mapped(protocol: OtlpProtocol, gzip: bool) {
         assert!(r.int("thread.id").is_some(), "{:?}", r.attr_keys());
     }
     assert!(
-        records.iter().any(|r| {
-            kvlist(r.attr("enrichment_errors"))[0].1 == Some(s(GEO_DOWN))
-        }),
+        records
+            .iter()
+            .any(|r| { kvlist(r.attr("enrichment_errors"))[0].1 == Some(s(GEO_DOWN)) }),
         "the enricher's own message"
     );
 
@@ -272,7 +300,14 @@ fn every_field_is_mapped(protocol: OtlpProtocol, gzip: bool) {
     assert_eq!(failed.attr("code"), Some(&V::IntValue(500)));
     assert_eq!(failed.attr("span.request.user_id"), Some(&V::IntValue(42)));
     assert_eq!(failed.attr("span.request.traceparent"), Some(&s(TP)));
-    for body in ["slow", "failed", "details", "tracing", "in a step", "retried"] {
+    for body in [
+        "slow",
+        "failed",
+        "details",
+        "tracing",
+        "in a step",
+        "retried",
+    ] {
         let r = by_body(&records, body);
         assert_eq!(r.record.trace_id, trace_id, "{body}");
         assert_eq!(r.record.span_id, span_id, "{body}");
@@ -282,7 +317,11 @@ fn every_field_is_mapped(protocol: OtlpProtocol, gzip: bool) {
     assert_eq!(step.attr("span.request.user_id"), Some(&V::IntValue(42)));
     assert_eq!(step.attr("span.step.attempt"), Some(&V::IntValue(2)));
     let retried = by_body(&records, "retried");
-    assert_eq!(retried.attr("span.retry.n"), Some(&V::IntValue(2)), "innermost wins");
+    assert_eq!(
+        retried.attr("span.retry.n"),
+        Some(&V::IntValue(2)),
+        "innermost wins"
+    );
     assert_eq!(
         retried
             .attr_keys()
@@ -474,7 +513,10 @@ fn header_values_reach_the_collector_and_show_nowhere_else() {
         let sink = receiver.sink().header("x-api-key", SECRET);
         let shown = format!("{sink:?}");
         assert!(!shown.contains(SECRET), "{shown}");
-        assert!(shown.contains("x-api-key"), "the header's name shows: {shown}");
+        assert!(
+            shown.contains("x-api-key"),
+            "the header's name shows: {shown}"
+        );
         let built = sink.clone().build().expect("valid sink");
         let shown = format!("{built:?}");
         assert!(!shown.contains(SECRET), "{shown}");
@@ -486,7 +528,9 @@ fn header_values_reach_the_collector_and_show_nowhere_else() {
         let stats_texts = std::cell::RefCell::new(Vec::new());
         let remember = |guard: &fapilog::Guard| {
             let stats = guard.stats();
-            stats_texts.borrow_mut().push(format!("{stats:?} {guard:?}"));
+            stats_texts
+                .borrow_mut()
+                .push(format!("{stats:?} {guard:?}"));
             stats
         };
 
@@ -498,7 +542,9 @@ fn header_values_reach_the_collector_and_show_nowhere_else() {
         // Away: connection refused.
         receiver.kill();
         let failures = remember(&guard).sinks[0].failures;
-        assert!(wait_until(|| remember(&guard).sinks[0].failures >= failures + 2));
+        assert!(wait_until(
+            || remember(&guard).sinks[0].failures >= failures + 2
+        ));
         // Back, refusing for good.
         receiver.set_mode(Mode::Refuse);
         receiver.up();
@@ -512,7 +558,11 @@ fn header_values_reach_the_collector_and_show_nowhere_else() {
         // And the collector did get it, every time.
         let requests = receiver.requests();
         assert!(requests.len() >= 3);
-        assert!(requests.iter().all(|r| r.header("x-api-key") == Some(SECRET)));
+        assert!(
+            requests
+                .iter()
+                .all(|r| r.header("x-api-key") == Some(SECRET))
+        );
     }
 }
 
@@ -527,9 +577,10 @@ fn endpoint_secrets_show_in_no_debug() {
     assert!(!shown.contains(SECRET), "{shown}");
     let shown = format!("{:?}", sink.clone().build().expect("valid sink"));
     assert!(!shown.contains(SECRET), "{shown}");
-    let with_user = receiver
-        .sink()
-        .endpoint(format!("http://user:{SECRET}@127.0.0.1:{}", receiver.port()));
+    let with_user = receiver.sink().endpoint(format!(
+        "http://user:{SECRET}@127.0.0.1:{}",
+        receiver.port()
+    ));
     let shown = format!("{with_user:?}");
     assert!(!shown.contains(SECRET), "{shown}");
 

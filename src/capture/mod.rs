@@ -22,7 +22,7 @@ use tracing_log::NormalizeEvent;
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
-use crate::event::{Event, SpanRecord, TraceContext};
+use crate::event::{Event, SpanChain, SpanRecord, TraceContext};
 
 pub(crate) mod filter;
 #[cfg(feature = "opentelemetry")]
@@ -117,7 +117,38 @@ impl ThreadInfo {
 /// The captured fields of a span, kept in its registry extensions. One
 /// record serves every fapilog layer of the subscriber: the fields of a
 /// span do not depend on which layer reads them.
-struct SpanFields(Arc<SpanRecord>);
+///
+/// It also keeps the span's chain (its records and its ancestors', root
+/// first) as last built for an event logged in it, so that the next event
+/// takes a reference to the chain instead of walking the span tree, taking
+/// a lock per span and a reference count per span. A chain is per layer
+/// (a per-layer filter may leave some ancestors out) and is rebuilt when
+/// any span has recorded fields since (`SPAN_EDITS`): late `record` calls
+/// are rare next to events, and this keeps them always seen.
+struct SpanFields {
+    record: Arc<SpanRecord>,
+    chains: std::sync::Mutex<Vec<CachedChain>>,
+}
+
+struct CachedChain {
+    /// Which layer built it (its queue's address).
+    layer: usize,
+    /// `SPAN_EDITS` when it was built.
+    edits: u64,
+    chain: SpanChain,
+}
+
+/// Bumped whenever a span records fields after its creation.
+static SPAN_EDITS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+impl SpanFields {
+    fn new(record: SpanRecord) -> Self {
+        SpanFields {
+            record: Arc::new(record),
+            chains: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+}
 
 impl<S> tracing_subscriber::Layer<S> for FapilogLayer
 where
@@ -142,7 +173,7 @@ where
             fields: visitor.fields,
             trace,
         };
-        span.extensions_mut().replace(SpanFields(Arc::new(record)));
+        span.extensions_mut().replace(SpanFields::new(record));
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
@@ -150,7 +181,8 @@ where
         let mut visitor = FieldVisitor::new(false);
         values.record(&mut visitor);
         let mut ext = span.extensions_mut();
-        if let Some(SpanFields(record)) = ext.get_mut::<SpanFields>() {
+        if let Some(SpanFields { record, .. }) = ext.get_mut::<SpanFields>() {
+            SPAN_EDITS.fetch_add(1, std::sync::atomic::Ordering::Release);
             // With two fapilog layers this runs twice; replacing a value by
             // name makes the second run a no-op.
             let record = Arc::make_mut(record);
@@ -171,7 +203,7 @@ where
             return;
         }
         suppressed(|| {
-            let mut captured = capture(event, &ctx);
+            let mut captured = capture(event, &ctx, Arc::as_ptr(&self.queue) as usize);
             captured.trace = self.trace_of(&captured.fields);
             #[cfg(feature = "opentelemetry")]
             if captured.trace.is_none() {
@@ -205,7 +237,58 @@ impl FapilogLayer {
     }
 }
 
-fn capture<S>(event: &tracing::Event<'_>, ctx: &Context<'_, S>) -> Event
+/// The chain of `leaf`: cached on it, or built from the span tree.
+fn span_chain<S>(leaf: &tracing_subscriber::registry::SpanRef<'_, S>, layer: usize) -> SpanChain
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    let edits = SPAN_EDITS.load(std::sync::atomic::Ordering::Acquire);
+    {
+        let ext = leaf.extensions();
+        if let Some(fields) = ext.get::<SpanFields>() {
+            let chains = fields.chains.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(c) = chains.iter().find(|c| c.layer == layer && c.edits == edits) {
+                return c.chain.clone();
+            }
+        }
+    }
+    let chain: SpanChain = leaf
+        .scope()
+        .from_root()
+        .filter_map(|span| {
+            span.extensions()
+                .get::<SpanFields>()
+                .map(|f| f.record.clone())
+        })
+        .collect();
+    let ext = leaf.extensions();
+    if let Some(fields) = ext.get::<SpanFields>() {
+        let mut chains = fields.chains.lock().unwrap_or_else(|e| e.into_inner());
+        match chains.iter_mut().find(|c| c.layer == layer) {
+            Some(c) => {
+                c.edits = edits;
+                c.chain = chain.clone();
+            }
+            None => chains.push(CachedChain {
+                layer,
+                edits,
+                chain: chain.clone(),
+            }),
+        }
+    }
+    chain
+}
+
+thread_local! {
+    static NO_SPANS: SpanChain = SpanChain::default();
+}
+
+/// An empty chain (shared per thread: no allocation per event).
+fn no_spans() -> SpanChain {
+    NO_SPANS.with(SpanChain::clone)
+}
+
+fn capture<S>(event: &tracing::Event<'_>, ctx: &Context<'_, S>, layer: usize) -> Event
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
@@ -235,15 +318,10 @@ where
 
     // With a per-layer filter, the scope holds only the spans this layer's
     // filter enables.
-    let mut spans = Vec::new();
-    if let Some(scope) = ctx.event_scope(event) {
-        spans.reserve(4);
-        for span in scope.from_root() {
-            if let Some(SpanFields(record)) = span.extensions().get::<SpanFields>() {
-                spans.push(record.clone());
-            }
-        }
-    }
+    let spans = match ctx.event_span(event) {
+        Some(leaf) => span_chain(&leaf, layer),
+        None => no_spans(),
+    };
 
     let (thread_name, thread_id) = THREAD.with(|t| (t.name.clone(), t.id));
 

@@ -688,7 +688,10 @@ impl Builder {
                 SinkSpec::File(b) => {
                     let path = format!("file ({})", b.path_for_errors());
                     let sink = b.build().map_err(|e| InitError::sink(&path, e))?;
-                    counters.push(Arc::new(SinkCounters::new(crate::sink::Sink::name(&sink), false)));
+                    counters.push(Arc::new(SinkCounters::new(
+                        crate::sink::Sink::name(&sink),
+                        false,
+                    )));
                     sinks.push(Box::new(sink));
                 }
                 #[cfg(feature = "otlp")]
@@ -703,7 +706,10 @@ impl Builder {
         }
         if sinks.is_empty() {
             let sink = StdoutSink::json();
-            counters.push(Arc::new(SinkCounters::new(crate::sink::Sink::name(&sink), false)));
+            counters.push(Arc::new(SinkCounters::new(
+                crate::sink::Sink::name(&sink),
+                false,
+            )));
             sinks.push(Box::new(sink));
         }
 
@@ -752,6 +758,7 @@ impl Builder {
             done: Signal::default(),
             enrichers: declared,
             facade: PipelineMetrics::new(&self.name.clone().unwrap_or_else(default_name)),
+            shutdown_timeout: std::sync::Mutex::new(None),
         });
         let worker = Worker {
             shared: shared.clone(),

@@ -118,7 +118,7 @@ impl Guard {
     /// dropped.
     pub async fn shutdown(mut self) -> ShutdownReport {
         self.finished = true;
-        self.shared.queue.close();
+        self.shared.close_for_shutdown(self.shutdown_timeout);
         match self.shared.done.wait(self.shutdown_timeout).await {
             Some(r) => r,
             None => self.shared.report(true),
@@ -137,7 +137,7 @@ impl Guard {
     }
 
     fn close_and_wait(&self, timeout: Duration) -> ShutdownReport {
-        self.shared.queue.close();
+        self.shared.close_for_shutdown(timeout);
         let wait = || match self.shared.done.wait_blocking(timeout) {
             Some(r) => r,
             None => self.shared.report(true),

@@ -41,9 +41,28 @@ pub(crate) struct Shared {
     pub(crate) done: Signal<ShutdownReport>,
     pub(crate) enrichers: Vec<Arc<EnricherHandle>>,
     pub(crate) facade: PipelineMetrics,
+    /// How long the shutdown under way waits, set by the guard before it
+    /// closes intake.
+    pub(crate) shutdown_timeout: std::sync::Mutex<Option<std::time::Duration>>,
 }
 
 impl Shared {
+    pub(crate) fn shutdown_timeout(&self) -> Option<std::time::Duration> {
+        *self
+            .shutdown_timeout
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Closes intake, for a shutdown that waits at most `timeout`.
+    pub(crate) fn close_for_shutdown(&self, timeout: std::time::Duration) {
+        *self
+            .shutdown_timeout
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(timeout);
+        self.queue.close();
+    }
+
     pub(crate) fn stats(&self) -> Stats {
         let sinks: Vec<_> = self.sinks.iter().map(|s| s.snapshot()).collect();
         let queue_depth = self.queue.len();
@@ -88,6 +107,8 @@ impl Shared {
             .zip(s.sinks)
             .map(|(c, mut stats)| {
                 stats.undelivered += c.pending();
+                // Nothing is held any more: what was is undelivered.
+                stats.buffered = 0;
                 stats
             })
             .collect();

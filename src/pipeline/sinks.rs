@@ -62,6 +62,9 @@ enum Job {
 
 struct Runner {
     tx: Option<mpsc::Sender<Job>>,
+    /// A flush was asked for while the channel was full: the runner
+    /// flushes once it has taken what is queued.
+    flush_owed: Arc<std::sync::atomic::AtomicBool>,
     task: Option<tokio::task::JoinHandle<()>>,
     /// The last wait for room timed out; cleared once the sink takes a
     /// batch again.
@@ -89,11 +92,14 @@ impl SinkSet {
             .map(|(i, sink)| {
                 let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
                 let shared_ = shared.clone();
+                let flush_owed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let owed = flush_owed.clone();
                 let task = spawn_suppressed(async move {
-                    run(sink, rx, &shared_.sinks[i], policy).await;
+                    run(sink, rx, &shared_.sinks[i], policy, &owed).await;
                 });
                 Runner {
                     tx: Some(tx),
+                    flush_owed,
                     task: Some(task),
                     stalled: false,
                 }
@@ -154,11 +160,15 @@ impl SinkSet {
         futures_util::future::join_all(sends).await;
     }
 
-    /// Asks every sink that is not busy to flush.
+    /// Asks every sink to flush: now if its channel has room, else once
+    /// it has taken what is queued (a flush is never lost: a sink that
+    /// sends partial batches only on a flush would hold them forever).
     pub(crate) fn flush(&mut self) {
         for r in &self.runners {
-            if let Some(tx) = &r.tx {
-                let _ = tx.try_send(Job::Flush);
+            if let Some(tx) = &r.tx
+                && let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(Job::Flush)
+            {
+                r.flush_owed.store(true, Ordering::Release);
             }
         }
     }
@@ -185,15 +195,24 @@ impl SinkSet {
     /// Closes every sink: each writes what it holds, flushes and stops.
     /// Waits until `deadline`; a sink still busy then is stopped (its
     /// events pending are undelivered in the report).
-    pub(crate) async fn close(&mut self, deadline: Instant) {
+    /// A sink that holds records of its own (it accounts for them itself)
+    /// is waited for until `buffered_deadline` instead.
+    pub(crate) async fn close(&mut self, deadline: Instant, buffered_deadline: Instant) {
         for r in &mut self.runners {
             r.tx = None;
         }
+        let shared = &self.shared;
         let waits = self
             .runners
             .iter_mut()
-            .filter_map(|r| r.task.take())
-            .map(|task| async move {
+            .enumerate()
+            .filter_map(|(i, r)| r.task.take().map(|t| (i, t)))
+            .map(|(i, task)| async move {
+                let deadline = if shared.sinks[i].deferred {
+                    buffered_deadline
+                } else {
+                    deadline
+                };
                 let abort = task.abort_handle();
                 if tokio::time::timeout_at(deadline, task).await.is_err() {
                     // Stop it: a sink still retrying (a collector that is
@@ -249,15 +268,23 @@ async fn run(
     mut rx: mpsc::Receiver<Job>,
     c: &SinkCounters,
     policy: SinkPolicy,
+    flush_owed: &std::sync::atomic::AtomicBool,
 ) {
     while let Some(job) = rx.recv().await {
         match job {
             Job::Write { batch, count } => deliver(&mut *sink, &batch, count, c, policy).await,
-            Job::Flush => flush(&mut *sink, c, policy).await,
+            Job::Flush => {
+                flush_owed.store(false, Ordering::Relaxed);
+                flush(&mut *sink, c, policy).await;
+            }
             Job::Drain(ack) => {
+                flush_owed.store(false, Ordering::Relaxed);
                 flush(&mut *sink, c, policy).await;
                 let _ = ack.send(());
             }
+        }
+        if rx.is_empty() && flush_owed.swap(false, Ordering::Acquire) {
+            flush(&mut *sink, c, policy).await;
         }
     }
     // Bounded by the shutdown deadline (`SinkSet::close` stops waiting),

@@ -98,7 +98,13 @@ impl Worker {
         let mut reported_dropped = 0u64;
         let mut reported_undelivered = vec![0u64; sinks.len()];
         let mut next_drop_check = after(Instant::now(), self.drop_report_interval);
+        // When the worker first saw intake closed: the shutdown's deadline
+        // runs from about then.
+        let mut closed_at: Option<Instant> = None;
         loop {
+            if closed_at.is_none() && queue.is_closed() {
+                closed_at = Some(Instant::now());
+            }
             while inflight.len() < depth {
                 // Sized by what is queued, not by the largest batch allowed.
                 let mut batch = Vec::with_capacity(self.batch_size.min(queue.len().max(1)));
@@ -170,8 +176,19 @@ impl Worker {
         // Each sink writes what it holds and flushes; one that hangs is
         // left behind after its timeout, so the enrichers below are still
         // shut down (and their pools closed) in time. What a sink missed is
-        // told to the others before they close.
-        let deadline = after(Instant::now(), self.sink_policy.timeout);
+        // told to the others before they close. A sink with a buffer of its
+        // own (OTLP: a collector may be coming back) may go on sending it
+        // until the shutdown's deadline, less the enrichers' share; every
+        // sink is stopped by then, so the report is complete when the
+        // shutdown returns.
+        let now = Instant::now();
+        let by_shutdown = shared.shutdown_timeout().map(|t| {
+            let reserve = self.lifecycle.shutdown_timeout.min(t / 4);
+            after(closed_at.unwrap_or(now), t.saturating_sub(reserve)).max(now)
+        });
+        let deadline = after(now, self.sink_policy.timeout);
+        let deadline = by_shutdown.map_or(deadline, |d| d.min(deadline));
+        let buffered_deadline = by_shutdown.unwrap_or(deadline);
         sinks.drain(deadline).await;
         // Without waiting: a full sink now is one that will not drain.
         for (i, record) in
@@ -179,7 +196,7 @@ impl Worker {
         {
             sinks.write_now(record, Some(i));
         }
-        sinks.close(deadline).await;
+        sinks.close(deadline, buffered_deadline).await;
         self.shared.publish_metrics();
         let _ = stop.send(true);
         lifecycle::shutdown_all(&self.async_slots, self.lifecycle.shutdown_timeout).await;

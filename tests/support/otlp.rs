@@ -564,8 +564,8 @@ impl Receiver {
         match self.protocol {
             OtlpProtocol::Grpc => {
                 rt.spawn(async move {
-                    let service =
-                        LogsServiceServer::new(GrpcService(shared)).accept_compressed(CompressionEncoding::Gzip);
+                    let service = LogsServiceServer::new(GrpcService(shared))
+                        .accept_compressed(CompressionEncoding::Gzip);
                     let _ = tonic::transport::Server::builder()
                         .add_service(service)
                         .serve_with_incoming_shutdown(
@@ -637,7 +637,10 @@ impl Receiver {
     /// The records accepted (partial successes' rejected ones left out),
     /// in arrival order.
     pub fn accepted(&self) -> Vec<Rec> {
-        self.requests().iter().flat_map(Received::accepted).collect()
+        self.requests()
+            .iter()
+            .flat_map(Received::accepted)
+            .collect()
     }
 
     /// How many records were accepted.

@@ -295,17 +295,25 @@ impl Redactor {
     fn redact(&self, event: &mut Event, spans: &mut SpanCache) {
         self.redact_fields(&mut event.fields);
         self.redact_fields(&mut event.extra);
-        for span in &mut event.spans {
-            if !span.fields.iter().any(|(k, v)| self.needs(k, v)) {
-                continue;
+        if event
+            .spans
+            .iter()
+            .any(|span| span.fields.iter().any(|(k, v)| self.needs(k, v)))
+        {
+            // Copies the chain (references only), then each span to redact
+            // once per batch.
+            for span in Arc::make_mut(&mut event.spans) {
+                if !span.fields.iter().any(|(k, v)| self.needs(k, v)) {
+                    continue;
+                }
+                let key = Arc::as_ptr(span) as usize;
+                let redacted = spans.entry(key).or_insert_with(|| {
+                    let mut copy = SpanRecord::clone(span);
+                    self.redact_fields(&mut copy.fields);
+                    Arc::new(copy)
+                });
+                *span = redacted.clone();
             }
-            let key = Arc::as_ptr(span) as usize;
-            let redacted = spans.entry(key).or_insert_with(|| {
-                let mut copy = SpanRecord::clone(span);
-                self.redact_fields(&mut copy.fields);
-                Arc::new(copy)
-            });
-            *span = redacted.clone();
         }
         if self.values
             && let Some(message) = &mut event.message

@@ -231,7 +231,11 @@ fn frame(buf: &mut Vec<u8>, field: u32, len: usize) {
 /// given) and, per scope in order, its records' encoded contents.
 pub(super) fn request(resource: &[u8], scopes: &[(&str, Vec<&[u8]>)]) -> Vec<u8> {
     let scope_len = |name: &str, records: &[&[u8]]| -> usize {
-        let scope = if name.is_empty() { 0 } else { framed(name.len()) };
+        let scope = if name.is_empty() {
+            0
+        } else {
+            framed(name.len())
+        };
         framed(scope) + records.iter().map(|r| framed(r.len())).sum::<usize>()
     };
     let resource_logs_len = framed(resource.len())
@@ -249,7 +253,11 @@ pub(super) fn request(resource: &[u8], scopes: &[(&str, Vec<&[u8]>)]) -> Vec<u8>
         // ResourceLogs.scope_logs = 2
         frame(&mut buf, 2, scope_len(name, records));
         // ScopeLogs.scope = 1 (InstrumentationScope.name = 1)
-        let scope = if name.is_empty() { 0 } else { framed(name.len()) };
+        let scope = if name.is_empty() {
+            0
+        } else {
+            framed(name.len())
+        };
         frame(&mut buf, 1, scope);
         if !name.is_empty() {
             str_field(&mut buf, 1, name);

@@ -213,7 +213,9 @@ impl Buffer {
                     }
                 }
             }
-            wake.await;
+            if tokio::time::timeout(LINGER, wake).await.is_err() {
+                self.lock().flush = true;
+            }
         }
     }
 
@@ -249,6 +251,11 @@ impl Buffer {
         self.room.notify_waiters();
     }
 }
+
+/// Longest records wait for a full request or a flush before they are
+/// sent anyway (a safety net: the pipeline flushes whenever its queue
+/// runs empty).
+const LINGER: Duration = Duration::from_millis(200);
 
 /// Requests in flight at once: while one waits for its answer the next is
 /// on its way (a collector's answer takes a round trip and a decode; with
@@ -305,7 +312,9 @@ async fn send(buffer: &Buffer, config: &Config, mut transport: Transport, chunk:
             Answer::Accepted { rejected, message } => {
                 let rejected = rejected.min(counted);
                 c.written.fetch_add(counted - rejected, Ordering::Relaxed);
-                if rejected > 0 || !message.is_empty() {
+                // A message with nothing rejected is a warning, not a
+                // failure (the OTLP specification's partial success).
+                if rejected > 0 {
                     c.undelivered.fetch_add(rejected, Ordering::Relaxed);
                     c.fail(format!(
                         "OTLP collector rejected {rejected} of {events} records: {message}"

@@ -16,9 +16,9 @@
 
 use std::borrow::Cow;
 
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 #[cfg(test)]
 use opentelemetry_proto::tonic::common::v1::{ArrayValue, KeyValueList};
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 #[cfg(test)]
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
 
@@ -205,7 +205,10 @@ pub(super) fn pending(event: &Event, omit: &Omit, counted: bool, scratch: &mut V
 pub(super) fn request(resource: &[u8], records: &[Pending]) -> Vec<u8> {
     let mut scopes: Vec<(&str, Vec<&[u8]>)> = Vec::new();
     for p in records {
-        match scopes.iter_mut().find(|(name, _)| *name == p.scope.as_ref()) {
+        match scopes
+            .iter_mut()
+            .find(|(name, _)| *name == p.scope.as_ref())
+        {
             Some((_, list)) => list.push(&p.record[..]),
             None => scopes.push((p.scope.as_ref(), vec![&p.record[..]])),
         }

@@ -306,7 +306,7 @@ impl OtlpSinkBuilder {
             }
         };
         let config = self.resolve(defaults, &env)?;
-        let prepared = Prepared::new(&config).map_err(|e| ConfigError::at("otlp", e))?;
+        let prepared = Prepared::new(&config).map_err(|(key, e)| ConfigError::at(key, e))?;
         Ok(OtlpSink {
             config: Arc::new(config),
             prepared: Some(prepared),
@@ -352,7 +352,10 @@ impl OtlpSinkBuilder {
         let (endpoint, origin) = match self.endpoint {
             Some(e) => (with_logs_path(&e, protocol), "otlp.endpoint".to_owned()),
             None => match env("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT") {
-                Some(e) => (e.trim().to_owned(), "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT".to_owned()),
+                Some(e) => (
+                    e.trim().to_owned(),
+                    "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT".to_owned(),
+                ),
                 None => match env("OTEL_EXPORTER_OTLP_ENDPOINT") {
                     Some(e) => (
                         match protocol {
@@ -377,7 +380,10 @@ impl OtlpSinkBuilder {
         check_endpoint(&endpoint).map_err(|e| ConfigError::at(origin, e))?;
 
         let mut headers: Vec<(String, String)> = Vec::new();
-        for name in ["OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_LOGS_HEADERS"] {
+        for name in [
+            "OTEL_EXPORTER_OTLP_HEADERS",
+            "OTEL_EXPORTER_OTLP_LOGS_HEADERS",
+        ] {
             if let Some(v) = env(name) {
                 for (k, v) in parse_pairs(&v).map_err(|e| ConfigError::at(name, e))? {
                     headers.retain(|(h, _)| !h.eq_ignore_ascii_case(&k));
@@ -393,16 +399,17 @@ impl OtlpSinkBuilder {
         let timeout = match self.timeout {
             Some(t) => t,
             None => match var("TIMEOUT") {
-                Some((name, v)) => v
-                    .trim()
-                    .parse::<u64>()
-                    .map(Duration::from_millis)
-                    .map_err(|_| {
-                        ConfigError::at(
-                            name,
-                            format!("`{}` is not a timeout in milliseconds", v.trim()),
-                        )
-                    })?,
+                Some((name, v)) => {
+                    v.trim()
+                        .parse::<u64>()
+                        .map(Duration::from_millis)
+                        .map_err(|_| {
+                            ConfigError::at(
+                                name,
+                                format!("`{}` is not a timeout in milliseconds", v.trim()),
+                            )
+                        })?
+                }
                 None => DEFAULT_TIMEOUT,
             },
         };
@@ -422,7 +429,9 @@ impl OtlpSinkBuilder {
                     other => {
                         return Err(ConfigError::at(
                             name,
-                            format!("`{other}` is not a supported compression: use `gzip` or `none`"),
+                            format!(
+                                "`{other}` is not a supported compression: use `gzip` or `none`"
+                            ),
                         ));
                     }
                 },
@@ -456,7 +465,9 @@ impl OtlpSinkBuilder {
             set(&mut attrs, "deployment.environment.name", v.clone());
         }
         if let Some(v) = env("OTEL_RESOURCE_ATTRIBUTES") {
-            for (k, v) in parse_pairs(&v).map_err(|e| ConfigError::at("OTEL_RESOURCE_ATTRIBUTES", e))? {
+            for (k, v) in
+                parse_pairs(&v).map_err(|e| ConfigError::at("OTEL_RESOURCE_ATTRIBUTES", e))?
+            {
                 set(&mut attrs, &k, v);
             }
         }
@@ -482,11 +493,19 @@ impl OtlpSinkBuilder {
             set(&mut attrs, "service.name", "unknown_service".to_owned());
         }
         if !attrs.iter().any(|(k, _)| k == "host.name") {
-            set(&mut attrs, "host.name", gethostname::gethostname().to_string_lossy().into_owned());
+            set(
+                &mut attrs,
+                "host.name",
+                gethostname::gethostname().to_string_lossy().into_owned(),
+            );
         }
         set(&mut attrs, "telemetry.sdk.name", "fapilog".to_owned());
         set(&mut attrs, "telemetry.sdk.language", "rust".to_owned());
-        set(&mut attrs, "telemetry.sdk.version", env!("CARGO_PKG_VERSION").to_owned());
+        set(
+            &mut attrs,
+            "telemetry.sdk.version",
+            env!("CARGO_PKG_VERSION").to_owned(),
+        );
         let resource = Resource {
             attributes: attrs
                 .into_iter()
@@ -547,7 +566,9 @@ fn check_endpoint(url: &str) -> Result<(), String> {
     let u = reqwest::Url::parse(url)
         .map_err(|e| format!("`{shown}` is not a URL ({e}): use e.g. `http://localhost:4317`"))?;
     if !matches!(u.scheme(), "http" | "https") {
-        return Err(format!("`{shown}`: an OTLP endpoint is `http://` or `https://`"));
+        return Err(format!(
+            "`{shown}`: an OTLP endpoint is `http://` or `https://`"
+        ));
     }
     if u.host_str().is_none_or(str::is_empty) {
         return Err(format!("`{shown}` has no host"));
@@ -694,11 +715,7 @@ impl OtlpSink {
         if buffer.needs_task()
             && let Some(prepared) = self.prepared.take()
         {
-            let task = spawn_suppressed(export::run(
-                buffer.clone(),
-                self.config.clone(),
-                prepared,
-            ));
+            let task = spawn_suppressed(export::run(buffer.clone(), self.config.clone(), prepared));
             self.task = Some(task.abort_handle());
         }
         Ok(buffer)

@@ -2,8 +2,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use super::transport::parse_retry_after;
-use crate::event::Value;
 use super::*;
+use crate::event::Value;
 
 fn resolve(b: OtlpSinkBuilder, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
     let vars: HashMap<String, String> = vars
@@ -35,12 +35,18 @@ fn environment_variables_configure_what_the_builder_leaves_open() {
     let vars = [
         ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
         ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317"),
-        ("OTEL_EXPORTER_OTLP_HEADERS", "api-key=a%20b%2Cc,x-tenant=t1"),
+        (
+            "OTEL_EXPORTER_OTLP_HEADERS",
+            "api-key=a%20b%2Cc,x-tenant=t1",
+        ),
         ("OTEL_EXPORTER_OTLP_LOGS_HEADERS", "X-Tenant=t2"),
         ("OTEL_EXPORTER_OTLP_TIMEOUT", "2500"),
         ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
         ("OTEL_SERVICE_NAME", "checkout"),
-        ("OTEL_RESOURCE_ATTRIBUTES", "service.name=ignored,team=payments,region=eu%2Dwest"),
+        (
+            "OTEL_RESOURCE_ATTRIBUTES",
+            "service.name=ignored,team=payments,region=eu%2Dwest",
+        ),
     ];
     let c = resolve(OtlpSinkBuilder::new(), &vars).unwrap();
     assert_eq!(c.protocol, OtlpProtocol::Grpc);
@@ -75,19 +81,34 @@ fn environment_variables_configure_what_the_builder_leaves_open() {
     assert_eq!(c.timeout, Duration::from_secs(1));
     assert!(!c.gzip);
     assert_eq!(attr(&c, "service.name").as_deref(), Some("api"));
-    assert_eq!(c.headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case("x-tenant")).count(), 1);
-    assert!(c.headers.contains(&("x-tenant".to_owned(), "t3".to_owned())));
+    assert_eq!(
+        c.headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case("x-tenant"))
+            .count(),
+        1
+    );
+    assert!(
+        c.headers
+            .contains(&("x-tenant".to_owned(), "t3".to_owned()))
+    );
 }
 
 #[test]
 fn http_endpoints_get_the_logs_path_only_when_they_have_none() {
     let http = |vars: &[(&str, &str)], b: OtlpSinkBuilder| resolve(b, vars).unwrap().endpoint;
     assert_eq!(
-        http(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318/")], OtlpSinkBuilder::new()),
+        http(
+            &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318/")],
+            OtlpSinkBuilder::new()
+        ),
         "http://c:4318/v1/logs"
     );
     assert_eq!(
-        http(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318/base")], OtlpSinkBuilder::new()),
+        http(
+            &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318/base")],
+            OtlpSinkBuilder::new()
+        ),
         "http://c:4318/base/v1/logs"
     );
     assert_eq!(
@@ -101,7 +122,10 @@ fn http_endpoints_get_the_logs_path_only_when_they_have_none() {
         "http://l:9999/custom"
     );
     assert_eq!(
-        http(&[], OtlpSinkBuilder::new().endpoint("https://c.example/ingest/logs")),
+        http(
+            &[],
+            OtlpSinkBuilder::new().endpoint("https://c.example/ingest/logs")
+        ),
         "https://c.example/ingest/logs"
     );
 }
@@ -109,16 +133,31 @@ fn http_endpoints_get_the_logs_path_only_when_they_have_none() {
 #[test]
 fn bad_settings_name_the_variable_and_hide_secrets() {
     let err = |vars: &[(&str, &str)], b: OtlpSinkBuilder| resolve(b, vars).err().expect("an error");
-    let e = err(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")], OtlpSinkBuilder::new());
+    let e = err(
+        &[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")],
+        OtlpSinkBuilder::new(),
+    );
     assert_eq!(e.key(), Some("OTEL_EXPORTER_OTLP_PROTOCOL"));
     assert!(e.message().contains("grpc"), "{e}");
-    let e = err(&[("OTEL_EXPORTER_OTLP_TIMEOUT", "10s")], OtlpSinkBuilder::new());
+    let e = err(
+        &[("OTEL_EXPORTER_OTLP_TIMEOUT", "10s")],
+        OtlpSinkBuilder::new(),
+    );
     assert_eq!(e.key(), Some("OTEL_EXPORTER_OTLP_TIMEOUT"));
-    let e = err(&[("OTEL_EXPORTER_OTLP_COMPRESSION", "zstd")], OtlpSinkBuilder::new());
+    let e = err(
+        &[("OTEL_EXPORTER_OTLP_COMPRESSION", "zstd")],
+        OtlpSinkBuilder::new(),
+    );
     assert_eq!(e.key(), Some("OTEL_EXPORTER_OTLP_COMPRESSION"));
-    let e = err(&[("OTEL_EXPORTER_OTLP_HEADERS", "api-key")], OtlpSinkBuilder::new());
+    let e = err(
+        &[("OTEL_EXPORTER_OTLP_HEADERS", "api-key")],
+        OtlpSinkBuilder::new(),
+    );
     assert_eq!(e.key(), Some("OTEL_EXPORTER_OTLP_HEADERS"));
-    let e = err(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "ftp://user:hunter2@c")], OtlpSinkBuilder::new());
+    let e = err(
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", "ftp://user:hunter2@c")],
+        OtlpSinkBuilder::new(),
+    );
     assert!(!e.to_string().contains("hunter2"), "{e}");
     let e = err(&[], OtlpSinkBuilder::new().endpoint("not a url"));
     assert_eq!(e.key(), Some("otlp.endpoint"));
@@ -141,10 +180,16 @@ fn debug_output_never_shows_header_values() {
         .endpoint("http://u:pw-secret@c:4318")
         .header("authorization", "Bearer tok-secret");
     let shown = format!("{b:?}");
-    assert!(!shown.contains("tok-secret") && !shown.contains("pw-secret"), "{shown}");
+    assert!(
+        !shown.contains("tok-secret") && !shown.contains("pw-secret"),
+        "{shown}"
+    );
     let sink = b.build().unwrap();
     let shown = format!("{sink:?}");
-    assert!(!shown.contains("tok-secret") && !shown.contains("pw-secret"), "{shown}");
+    assert!(
+        !shown.contains("tok-secret") && !shown.contains("pw-secret"),
+        "{shown}"
+    );
     assert!(shown.contains("authorization"), "{shown}");
 }
 
@@ -154,8 +199,14 @@ fn retry_after_takes_seconds_or_a_date() {
     assert_eq!(parse_retry_after(" 0 "), Some(Duration::ZERO));
     let later = std::time::SystemTime::now() + Duration::from_secs(120);
     let d = parse_retry_after(&httpdate::fmt_http_date(later)).unwrap();
-    assert!(d > Duration::from_secs(100) && d <= Duration::from_secs(120), "{d:?}");
-    assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT"), Some(Duration::ZERO));
+    assert!(
+        d > Duration::from_secs(100) && d <= Duration::from_secs(120),
+        "{d:?}"
+    );
+    assert_eq!(
+        parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT"),
+        Some(Duration::ZERO)
+    );
     assert_eq!(parse_retry_after("soon"), None);
     assert_eq!(parse_retry_after("-1"), None);
 }
@@ -163,9 +214,19 @@ fn retry_after_takes_seconds_or_a_date() {
 #[test]
 fn values_keep_their_shape() {
     use opentelemetry_proto::tonic::common::v1::any_value::Value as V;
-    let v = map::any(&serde_json::json!({"id": 7, "big": u64::MAX, "r": 0.5, "ok": true, "tags": ["a"], "none": null}));
-    let Some(V::KvlistValue(kv)) = v.value else { panic!("{v:?}") };
-    let get = |k: &str| kv.values.iter().find(|e| e.key == k).and_then(|e| e.value.clone()).and_then(|v| v.value);
+    let v = map::any(
+        &serde_json::json!({"id": 7, "big": u64::MAX, "r": 0.5, "ok": true, "tags": ["a"], "none": null}),
+    );
+    let Some(V::KvlistValue(kv)) = v.value else {
+        panic!("{v:?}")
+    };
+    let get = |k: &str| {
+        kv.values
+            .iter()
+            .find(|e| e.key == k)
+            .and_then(|e| e.value.clone())
+            .and_then(|v| v.value)
+    };
     assert_eq!(get("id"), Some(V::IntValue(7)));
     assert_eq!(get("big"), Some(V::DoubleValue(u64::MAX as f64)));
     assert_eq!(get("r"), Some(V::DoubleValue(0.5)));
@@ -186,26 +247,36 @@ fn sample_event() -> Event {
         .with_span("db", [("table", serde_json::json!("orders"))])
         .with_span("request", [("user_id", serde_json::json!(8))])
         .with_trace(trace);
-    e.insert("user", serde_json::json!({"id": 7, "tier": "gold", "tags": ["a", "b"], "big": u64::MAX}));
+    e.insert(
+        "user",
+        serde_json::json!({"id": 7, "tier": "gold", "tags": ["a", "b"], "big": u64::MAX}),
+    );
     e.insert("service", "checkout");
     e.add_enrichment_error("users", "timeout");
     e.add_enrichment_error("geo", "circuit_open");
     e
 }
 
-fn decode(bytes: &[u8]) -> opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest {
+fn decode(
+    bytes: &[u8],
+) -> opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest {
     prost::Message::decode(bytes).expect("a valid ExportLogsServiceRequest")
 }
 
 #[test]
 fn hand_encoded_records_decode_to_the_generated_types() {
-    let omit = Omit { fields: vec![("service", "checkout".to_owned())] };
+    let omit = Omit {
+        fields: vec![("service", "checkout".to_owned())],
+    };
     let events = [
         sample_event(),
         Event::new(tracing::Level::INFO, "other", "x".repeat(300)),
         sample_event(),
     ];
-    let pending: Vec<_> = events.iter().map(|e| map::pending(e, &omit, true, &mut Vec::new())).collect();
+    let pending: Vec<_> = events
+        .iter()
+        .map(|e| map::pending(e, &omit, true, &mut Vec::new()))
+        .collect();
     let resource = Resource {
         attributes: vec![map::kv("service.name", map::string("checkout"))],
         dropped_attributes_count: 0,
@@ -217,17 +288,37 @@ fn hand_encoded_records_decode_to_the_generated_types() {
     let rl = &req.resource_logs[0];
     assert_eq!(rl.resource.as_ref(), Some(&resource));
     // A scope per target, in first-seen order; records keep their order.
-    let scopes: Vec<_> = rl.scope_logs.iter().map(|s| s.scope.as_ref().unwrap().name.as_str()).collect();
+    let scopes: Vec<_> = rl
+        .scope_logs
+        .iter()
+        .map(|s| s.scope.as_ref().unwrap().name.as_str())
+        .collect();
     assert_eq!(scopes, ["app::orders", "other"]);
     assert_eq!(rl.scope_logs[0].log_records.len(), 2);
-    for (got, event) in rl.scope_logs[0].log_records.iter().zip([&events[0], &events[2]]) {
+    for (got, event) in rl.scope_logs[0]
+        .log_records
+        .iter()
+        .zip([&events[0], &events[2]])
+    {
         assert_eq!(got, &map::record(event, &omit));
     }
-    assert_eq!(rl.scope_logs[1].log_records[0], map::record(&events[1], &omit));
+    assert_eq!(
+        rl.scope_logs[1].log_records[0],
+        map::record(&events[1], &omit)
+    );
     let r = &rl.scope_logs[0].log_records[0];
-    assert!(!r.attributes.iter().any(|a| a.key == "service"), "the resource carries it");
+    assert!(
+        !r.attributes.iter().any(|a| a.key == "service"),
+        "the resource carries it"
+    );
     assert!(r.attributes.iter().any(|a| a.key == "span.request.user_id"));
-    assert_eq!(r.attributes.iter().filter(|a| a.key.starts_with("span.request.")).count(), 1);
+    assert_eq!(
+        r.attributes
+            .iter()
+            .filter(|a| a.key.starts_with("span.request."))
+            .count(),
+        1
+    );
     assert_eq!(r.trace_id, vec![7; 16]);
     assert_eq!(r.flags, 1);
 }

@@ -62,11 +62,11 @@ impl Prepared {
     /// Checks the configuration and builds what can be built without a
     /// runtime. Connects lazily later: an absent collector is an export
     /// that fails (and is retried), not a start-up error.
-    pub(super) fn new(config: &Config) -> Result<Self, String> {
+    pub(super) fn new(config: &Config) -> Result<Self, (&'static str, String)> {
         match config.protocol {
             OtlpProtocol::Grpc => {
                 let mut endpoint = Endpoint::from_shared(config.endpoint.clone())
-                    .map_err(|e| format!("invalid OTLP endpoint: {e}"))?
+                    .map_err(|e| ("otlp.endpoint", format!("invalid OTLP endpoint: {e}")))?
                     .timeout(config.timeout)
                     .connect_timeout(config.timeout);
                 if config.endpoint.starts_with("https://") {
@@ -76,14 +76,24 @@ impl Prepared {
                     }
                     endpoint = endpoint
                         .tls_config(tls)
-                        .map_err(|e| format!("OTLP TLS configuration: {e}"))?;
+                        .map_err(|e| ("otlp.tls", format!("OTLP TLS configuration: {e}")))?;
                 }
                 let mut metadata = MetadataMap::new();
                 for (k, v) in &config.headers {
-                    let key = MetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes())
-                        .map_err(|_| format!("OTLP header name `{k}` is not valid"))?;
-                    let value = MetadataValue::try_from(v.as_str())
-                        .map_err(|_| format!("the value of OTLP header `{k}` is not valid"))?;
+                    let key = MetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes()).map_err(
+                        |_| {
+                            (
+                                "otlp.headers",
+                                format!("OTLP header name `{k}` is not valid"),
+                            )
+                        },
+                    )?;
+                    let value = MetadataValue::try_from(v.as_str()).map_err(|_| {
+                        (
+                            "otlp.headers",
+                            format!("the value of OTLP header `{k}` is not valid"),
+                        )
+                    })?;
                     metadata.insert(key, value);
                 }
                 Ok(Prepared::Grpc {
@@ -98,18 +108,27 @@ impl Prepared {
                     .connect_timeout(config.timeout);
                 if let Some(pem) = &config.ca_pem {
                     let cert = reqwest::Certificate::from_pem(pem)
-                        .map_err(|e| format!("OTLP CA certificate: {e}"))?;
+                        .map_err(|e| ("otlp.tls", format!("OTLP CA certificate: {e}")))?;
                     builder = builder.add_root_certificate(cert);
                 }
                 let client = builder
                     .build()
-                    .map_err(|e| format!("OTLP HTTP client: {e}"))?;
+                    .map_err(|e| ("otlp", format!("OTLP HTTP client: {e}")))?;
                 let mut headers = reqwest::header::HeaderMap::new();
                 for (k, v) in &config.headers {
-                    let name = reqwest::header::HeaderName::from_bytes(k.as_bytes())
-                        .map_err(|_| format!("OTLP header name `{k}` is not valid"))?;
-                    let mut value = reqwest::header::HeaderValue::from_str(v)
-                        .map_err(|_| format!("the value of OTLP header `{k}` is not valid"))?;
+                    let name =
+                        reqwest::header::HeaderName::from_bytes(k.as_bytes()).map_err(|_| {
+                            (
+                                "otlp.headers",
+                                format!("OTLP header name `{k}` is not valid"),
+                            )
+                        })?;
+                    let mut value = reqwest::header::HeaderValue::from_str(v).map_err(|_| {
+                        (
+                            "otlp.headers",
+                            format!("the value of OTLP header `{k}` is not valid"),
+                        )
+                    })?;
                     value.set_sensitive(true);
                     headers.insert(name, value);
                 }
@@ -153,7 +172,10 @@ impl Transport {
                 if let Err(e) = client.ready().await {
                     return Answer::Retry {
                         after: None,
-                        message: format!("OTLP/gRPC collector unreachable: {}", bounded(&e.to_string())),
+                        message: format!(
+                            "OTLP/gRPC collector unreachable: {}",
+                            bounded(&e.to_string())
+                        ),
                     };
                 }
                 let mut req = tonic::Request::new(request.clone());
@@ -264,6 +286,15 @@ fn grpc_failure(status: &tonic::Status) -> Answer {
         status.code(),
         bounded(status.message())
     );
+    // A status tonic made itself from a transport error (a connection
+    // reset or refused mid-request) came from no collector: the request
+    // may not have arrived, so it is worth another try.
+    if std::error::Error::source(status).is_some() {
+        return Answer::Retry {
+            after: None,
+            message,
+        };
+    }
     match status.code() {
         Code::Unavailable
         | Code::ResourceExhausted
