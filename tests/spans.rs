@@ -195,3 +195,40 @@ fn events_outside_spans_and_after_exit_carry_no_span() {
     assert_eq!(events[0].spans().count(), 1);
     assert_eq!(events[1].spans().count(), 0);
 }
+
+#[test]
+fn an_ancestor_recording_late_is_seen_by_later_events_of_its_descendants() {
+    // Events of a span share its chain of records, built once: a field an
+    // ancestor records after the descendant (and its first events) exists
+    // must still reach the descendant's next events, on every thread.
+    let events = capture(|| {
+        let root = tracing::info_span!("request", status = tracing::field::Empty);
+        let _root = root.enter();
+        let leaf = tracing::info_span!("handler");
+        let _leaf = leaf.enter();
+        tracing::info!("first");
+        tracing::info!("second, same chain");
+        root.record("status", 200u64);
+        tracing::info!("after the root recorded");
+        let child = leaf.clone();
+        let dispatch = tracing::dispatcher::get_default(|d| d.clone());
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                tracing::dispatcher::with_default(&dispatch, || {
+                    let _in = child.enter();
+                    tracing::info!("on another thread");
+                });
+            });
+        });
+    });
+    let status = |e: &Event| e.spans().next().and_then(|s| s.field("status")).cloned();
+    assert_eq!(events.len(), 4);
+    assert_eq!(status(&events[0]), None);
+    assert_eq!(status(&events[1]), None);
+    assert_eq!(status(&events[2]), Some(Value::from(200)));
+    assert_eq!(status(&events[3]), Some(Value::from(200)));
+    for e in &events {
+        let names: Vec<_> = e.spans().map(|s| s.name().to_owned()).collect();
+        assert_eq!(names, ["request", "handler"]);
+    }
+}
