@@ -193,8 +193,39 @@ impl SpanRecord {
 /// One log record, owned by the pipeline.
 ///
 /// The spans an event was logged in, root first: shared, since every
-/// event of a span has the same ones.
-pub(crate) type SpanChain = Arc<[Arc<SpanRecord>]>;
+/// event of a span has the same ones. No spans is no allocation and no
+/// reference count.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SpanChain(Option<Arc<[Arc<SpanRecord>]>>);
+
+impl SpanChain {
+    /// The spans, for changing some (copied first if shared).
+    pub(crate) fn make_mut(&mut self) -> &mut [Arc<SpanRecord>] {
+        match &mut self.0 {
+            Some(chain) => Arc::make_mut(chain),
+            None => &mut [],
+        }
+    }
+}
+
+impl std::ops::Deref for SpanChain {
+    type Target = [Arc<SpanRecord>];
+    fn deref(&self) -> &Self::Target {
+        self.0.as_deref().unwrap_or(&[])
+    }
+}
+
+impl From<Vec<Arc<SpanRecord>>> for SpanChain {
+    fn from(spans: Vec<Arc<SpanRecord>>) -> Self {
+        SpanChain((!spans.is_empty()).then(|| spans.into()))
+    }
+}
+
+impl FromIterator<Arc<SpanRecord>> for SpanChain {
+    fn from_iter<I: IntoIterator<Item = Arc<SpanRecord>>>(iter: I) -> Self {
+        iter.into_iter().collect::<Vec<_>>().into()
+    }
+}
 
 /// Built by the layer on the caller's thread; enriched and written on the
 /// pipeline's worker. Enrichers read it with [`Event::field`] (event fields
@@ -213,7 +244,7 @@ pub struct Event {
     /// Root first, leaf last. Shared by every event logged in the same
     /// span (see `capture`), so an event costs one reference count here.
     pub(crate) spans: SpanChain,
-    pub(crate) thread_name: Option<Arc<str>>,
+    pub(crate) thread_name: Option<&'static str>,
     pub(crate) thread_id: u64,
     pub(crate) extra: Vec<(FieldName, Value)>,
     pub(crate) errors: Vec<(FieldName, Cow<'static, str>)>,
@@ -360,7 +391,7 @@ impl Event {
 
     /// The name of the thread the log call was made on, if it had one.
     pub fn thread_name(&self) -> Option<&str> {
-        self.thread_name.as_deref()
+        self.thread_name
     }
 
     /// The id of the thread the log call was made on (the number in

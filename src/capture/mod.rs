@@ -93,8 +93,33 @@ thread_local! {
 }
 
 struct ThreadInfo {
-    name: Option<Arc<str>>,
+    name: Option<&'static str>,
     id: u64,
+}
+
+/// Thread names, kept for the program's life: an event then carries a
+/// plain `&'static str`, with no reference count for the caller's thread
+/// to raise and the worker's to lower (that count's cache line would
+/// travel between their cores with every event). Names are few — pools
+/// reuse theirs — and past `MAX_THREAD_NAMES` distinct ones, or for a long
+/// name, the rest go unnamed in records rather than grow this.
+fn intern_thread_name(name: &str) -> Option<&'static str> {
+    const MAX_THREAD_NAMES: usize = 4096;
+    const MAX_LEN: usize = 256;
+    static NAMES: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+    if name.len() > MAX_LEN {
+        return None;
+    }
+    let mut names = NAMES.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(n) = names.iter().find(|n| **n == name) {
+        return Some(n);
+    }
+    if names.len() >= MAX_THREAD_NAMES {
+        return None;
+    }
+    let leaked: &'static str = Box::leak(name.to_owned().into_boxed_str());
+    names.push(leaked);
+    Some(leaked)
 }
 
 impl ThreadInfo {
@@ -108,7 +133,7 @@ impl ThreadInfo {
             .parse()
             .unwrap_or(0);
         ThreadInfo {
-            name: t.name().map(Arc::from),
+            name: t.name().and_then(intern_thread_name),
             id,
         }
     }
@@ -279,15 +304,6 @@ where
     chain
 }
 
-thread_local! {
-    static NO_SPANS: SpanChain = SpanChain::default();
-}
-
-/// An empty chain (shared per thread: no allocation per event).
-fn no_spans() -> SpanChain {
-    NO_SPANS.with(SpanChain::clone)
-}
-
 fn capture<S>(event: &tracing::Event<'_>, ctx: &Context<'_, S>, layer: usize) -> Event
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
@@ -320,10 +336,10 @@ where
     // filter enables.
     let spans = match ctx.event_span(event) {
         Some(leaf) => span_chain(&leaf, layer),
-        None => no_spans(),
+        None => SpanChain::default(),
     };
 
-    let (thread_name, thread_id) = THREAD.with(|t| (t.name.clone(), t.id));
+    let (thread_name, thread_id) = THREAD.with(|t| (t.name, t.id));
 
     Event {
         timestamp,

@@ -302,7 +302,7 @@ impl Redactor {
         {
             // Copies the chain (references only), then each span to redact
             // once per batch.
-            for span in Arc::make_mut(&mut event.spans) {
+            for span in event.spans.make_mut() {
                 if !span.fields.iter().any(|(k, v)| self.needs(k, v)) {
                     continue;
                 }
