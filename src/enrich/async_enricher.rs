@@ -84,6 +84,14 @@ pub trait AsyncEnricher: Send + Sync + 'static {
     fn guards_own_calls(&self) -> bool {
         false
     }
+
+    /// The counters and state of a shared cache tier the enricher keeps,
+    /// for stats and health ([`LookupEnricher`](crate::lookup::LookupEnricher)
+    /// reports its [`SharedCache`](crate::lookup::SharedCache)). `None` by
+    /// default.
+    fn shared_cache_stats(&self) -> Option<crate::observe::SharedCacheStats> {
+        None
+    }
 }
 
 macro_rules! forward_async_enricher {
@@ -114,6 +122,9 @@ macro_rules! forward_async_enricher {
             }
             fn guards_own_calls(&self) -> bool {
                 (**self).guards_own_calls()
+            }
+            fn shared_cache_stats(&self) -> Option<crate::observe::SharedCacheStats> {
+                (**self).shared_cache_stats()
             }
         }
     )*};
@@ -252,6 +263,7 @@ pub(crate) trait DynAsyncEnricher: Send + Sync {
         ctx: &'a EnrichContext,
     ) -> BoxFuture<'a, Result<(), EnrichError>>;
     fn guards_own_calls(&self) -> bool;
+    fn shared_cache_stats(&self) -> Option<crate::observe::SharedCacheStats>;
 }
 
 impl<E: AsyncEnricher> DynAsyncEnricher for E {
@@ -274,5 +286,8 @@ impl<E: AsyncEnricher> DynAsyncEnricher for E {
     }
     fn guards_own_calls(&self) -> bool {
         AsyncEnricher::guards_own_calls(self)
+    }
+    fn shared_cache_stats(&self) -> Option<crate::observe::SharedCacheStats> {
+        AsyncEnricher::shared_cache_stats(self)
     }
 }

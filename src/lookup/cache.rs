@@ -156,23 +156,37 @@ impl LookupCache {
     }
 
     pub(crate) async fn insert(&self, key: Key, value: Option<Value>) {
+        self.insert_aged(key, value, Duration::ZERO).await;
+    }
+
+    /// Inserts an entry already `age` old (read from a shared tier, where
+    /// it has less than a full TTL left): it expires as it would have, had
+    /// it been fetched here.
+    pub(crate) async fn insert_aged(&self, key: Key, value: Option<Value>, age: Duration) {
         let ttl = if value.is_some() {
             self.cfg.ttl
         } else {
             self.cfg.negative_ttl
         };
-        if ttl.is_zero() {
+        if ttl.is_zero() || age >= ttl {
             return;
         }
+        let now = Instant::now();
         self.inner
             .insert(
                 key,
                 Entry {
                     value,
-                    at: Instant::now(),
+                    at: now.checked_sub(age).unwrap_or(now),
                 },
             )
             .await;
+    }
+
+    /// The TTLs of found and of not-found entries.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn ttls(&self) -> (Duration, Duration) {
+        (self.cfg.ttl, self.cfg.negative_ttl)
     }
 
     /// Entries held (after pending evictions are applied).

@@ -63,6 +63,9 @@ pub struct LookupEnricher<L> {
     max_key_bytes: usize,
     stale_on_error: bool,
     inflight: SingleFlight,
+    /// The shared tier and this enricher's namespace in it.
+    #[cfg(feature = "redis")]
+    shared: Option<(super::SharedCache, String)>,
 }
 
 impl<L> fmt::Debug for LookupEnricher<L> {
@@ -99,6 +102,8 @@ pub struct LookupEnricherBuilder<L> {
     max_batch: usize,
     max_value_bytes: usize,
     max_key_bytes: usize,
+    #[cfg(feature = "redis")]
+    shared: Option<super::SharedCache>,
 }
 
 impl<L> fmt::Debug for LookupEnricherBuilder<L> {
@@ -130,6 +135,8 @@ impl<L: Lookup> LookupEnricher<L> {
             max_batch: 100,
             max_value_bytes: 1 << 20,
             max_key_bytes: 1024,
+            #[cfg(feature = "redis")]
+            shared: None,
         }
     }
 
@@ -246,6 +253,18 @@ impl<L: Lookup> LookupEnricherBuilder<L> {
         self
     }
 
+    /// A second cache tier shared by every instance (feature `redis`): a
+    /// batch's local misses are read from it in one round trip, its misses
+    /// fetched from the source in one batch and written back with the TTL
+    /// (not-found entries with the not-found TTL). See
+    /// [`SharedCache`](super::SharedCache).
+    #[cfg(feature = "redis")]
+    #[must_use]
+    pub fn shared(mut self, tier: super::SharedCache) -> Self {
+        self.shared = Some(tier);
+        self
+    }
+
     /// Builds the enricher.
     #[must_use]
     pub fn build(self) -> LookupEnricher<L> {
@@ -255,7 +274,14 @@ impl<L: Lookup> LookupEnricherBuilder<L> {
         let merge = self
             .merge
             .unwrap_or_else(|| Merge::Under(Cow::Owned(self.name.clone())));
+        #[cfg(feature = "redis")]
+        let shared = self.shared.map(|t| {
+            let ns = t.namespace(&self.name);
+            (t, ns)
+        });
         LookupEnricher {
+            #[cfg(feature = "redis")]
+            shared,
             stale_on_error: self.cache.max_stale.is_some(),
             cache: LookupCache::new(self.cache),
             name: self.name,
@@ -290,6 +316,14 @@ impl<L: Lookup> LookupEnricher<L> {
             chunks
         };
         let calls = chunks.into_iter().map(|chunk| async move {
+            // The shared tier first: what it holds needs no fetch.
+            #[cfg(feature = "redis")]
+            let (chunk, mut out) = self.from_shared(chunk, guard).await;
+            #[cfg(not(feature = "redis"))]
+            let mut out = Vec::with_capacity(chunk.len());
+            if chunk.is_empty() {
+                return out;
+            }
             let keys: Vec<Key> = chunk.iter().map(|(k, _)| k.clone()).collect();
             let key_context: Vec<Vec<Option<Value>>> = keys
                 .iter()
@@ -303,9 +337,10 @@ impl<L: Lookup> LookupEnricher<L> {
                     self.lookup.fetch_with_context(keys, key_context).await
                 })
                 .await;
-            let mut out = Vec::with_capacity(chunk.len());
             match result {
                 Ok(mut found) => {
+                    #[cfg(feature = "redis")]
+                    let mut answered: Vec<(Key, Option<Value>)> = Vec::new();
                     for (key, tx) in chunk {
                         let resolution = match found.remove(&key) {
                             Some(v) if value_size(&v) > self.max_value_bytes => {
@@ -318,6 +353,10 @@ impl<L: Lookup> LookupEnricher<L> {
                             }
                             value => {
                                 self.cache.insert(key.clone(), value.clone()).await;
+                                #[cfg(feature = "redis")]
+                                if self.shared.is_some() {
+                                    answered.push((key.clone(), value.clone()));
+                                }
                                 Ok(value)
                             }
                         };
@@ -326,6 +365,11 @@ impl<L: Lookup> LookupEnricher<L> {
                             let _ = tx.send(Some(resolution.clone()));
                         }
                         out.push((key, resolution));
+                    }
+                    #[cfg(feature = "redis")]
+                    if let Some((tier, ns)) = &self.shared {
+                        let (ttl, negative_ttl) = self.cache.ttls();
+                        tier.put_many(ns, &answered, ttl, negative_ttl).await;
                     }
                 }
                 Err(e) => {
@@ -345,6 +389,46 @@ impl<L: Lookup> LookupEnricher<L> {
             .into_iter()
             .flatten()
             .collect()
+    }
+
+    /// Resolves the keys the shared tier holds (and caches them locally
+    /// for what is left of their TTL there); returns the others.
+    #[cfg(feature = "redis")]
+    async fn from_shared(
+        &self,
+        chunk: Vec<(Key, Leader)>,
+        guard: &super::singleflight::InFlightGuard<'_>,
+    ) -> (Vec<(Key, Leader)>, Vec<(Key, Resolution)>) {
+        let Some((tier, ns)) = &self.shared else {
+            let n = chunk.len();
+            return (chunk, Vec::with_capacity(n));
+        };
+        let keys: Vec<Key> = chunk.iter().map(|(k, _)| k.clone()).collect();
+        let held = tier.get_many(ns, &keys).await;
+        let (ttl, negative_ttl) = self.cache.ttls();
+        let mut rest = Vec::new();
+        let mut out = Vec::with_capacity(chunk.len());
+        for ((key, tx), hit) in chunk.into_iter().zip(held) {
+            match hit {
+                Some((value, left))
+                    if value
+                        .as_ref()
+                        .is_none_or(|v| value_size(v) <= self.max_value_bytes) =>
+                {
+                    let full = if value.is_some() { ttl } else { negative_ttl };
+                    self.cache
+                        .insert_aged(key.clone(), value.clone(), full.saturating_sub(left))
+                        .await;
+                    let resolution: Resolution = Ok(value);
+                    if guard.settle(&key, &tx) {
+                        let _ = tx.send(Some(resolution.clone()));
+                    }
+                    out.push((key, resolution));
+                }
+                _ => rest.push((key, tx)),
+            }
+        }
+        (rest, out)
     }
 
     fn merge_into(&self, patch: &mut Patch, value: Value) {
@@ -384,6 +468,14 @@ impl<L: Lookup> AsyncEnricher for LookupEnricher<L> {
 
     fn guards_own_calls(&self) -> bool {
         true
+    }
+
+    fn shared_cache_stats(&self) -> Option<crate::observe::SharedCacheStats> {
+        #[cfg(feature = "redis")]
+        if let Some((tier, _)) = &self.shared {
+            return Some(tier.stats());
+        }
+        None
     }
 
     async fn enrich(

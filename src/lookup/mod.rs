@@ -31,9 +31,13 @@ use crate::event::Value;
 
 mod cache;
 mod enricher;
+#[cfg(feature = "redis")]
+mod shared;
 mod singleflight;
 
 pub use enricher::{LookupEnricher, LookupEnricherBuilder};
+#[cfg(feature = "redis")]
+pub use shared::{SharedCache, SharedCacheBuilder};
 
 /// A lookup key, taken from an event field. Integers, strings and booleans
 /// can be keys; a non-negative integer is the same key whatever its Rust

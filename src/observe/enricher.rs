@@ -13,6 +13,9 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
+use super::HealthStatus;
+use crate::resilience::BreakerState;
+
 /// Counters of one async enricher, shared by the pipeline and the enricher.
 #[derive(Debug)]
 pub struct EnricherMetrics {
@@ -204,6 +207,7 @@ impl EnricherMetrics {
                 p99: Duration::from_micros(p99),
                 max: Duration::from_micros(max),
             },
+            shared_cache: None,
         }
     }
 }
@@ -276,6 +280,35 @@ pub struct EnricherStats {
     pub batch_size_max: u64,
     /// Latency of calls.
     pub latency: LatencyStats,
+    /// The shared (Redis) cache tier's counters and state, for a
+    /// `LookupEnricher` with one.
+    pub shared_cache: Option<SharedCacheStats>,
+}
+
+/// A shared tier's counters and state, from `SharedCache::stats` (and in
+/// [`EnricherStats::shared_cache`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SharedCacheStats {
+    /// Keys found in the tier (values and not-found entries).
+    pub hits: u64,
+    /// Keys asked for and not found there (the tier unavailable included).
+    pub misses: u64,
+    /// Entries written.
+    pub writes: u64,
+    /// Failed or timed-out round trips.
+    pub errors: u64,
+    /// Entries that did not decode (or were over the size limit): misses.
+    pub undecodable: u64,
+    /// Round trips not made because the tier's circuit was open.
+    pub bypassed: u64,
+    /// The tier's circuit breaker.
+    pub breaker: BreakerState,
+    /// `Up`; `Degraded` after a failed round trip (until one succeeds) or
+    /// while probing; `Down` while its circuit is open.
+    pub status: HealthStatus,
+    /// The last failure, until a round trip succeeds.
+    pub last_error: Option<String>,
 }
 
 /// Latency percentiles (microsecond resolution).

@@ -46,4 +46,8 @@ pub struct EnricherHealth {
     pub last_error: Option<String>,
     /// When the last health check (or start-up attempt) finished.
     pub last_check: Option<SystemTime>,
+    /// The shared (Redis) cache tier's state, apart from the source's, for
+    /// a `LookupEnricher` with one: Redis down leaves the enricher up
+    /// (lookups go to the source) and this `Down`.
+    pub shared_cache: Option<super::SharedCacheStats>,
 }

@@ -12,7 +12,7 @@ mod health;
 mod pipeline;
 mod stats;
 
-pub use enricher::{Counter, EnricherMetrics, EnricherStats, LatencyStats};
+pub use enricher::{Counter, EnricherMetrics, EnricherStats, LatencyStats, SharedCacheStats};
 pub use health::{EnricherHealth, HealthStatus};
 pub(crate) use pipeline::PipelineMetrics;
 pub(crate) use stats::SinkCounters;

@@ -324,11 +324,15 @@ impl Builder {
         options: EnricherOptions,
     ) -> Self {
         match EnricherHandle::new(enricher.name(), options.breaker.clone()) {
-            Ok(handle) => self.steps.push(Step::Async(AsyncSlot {
-                enricher: Arc::new(enricher),
-                opts: options,
-                handle: Arc::new(handle),
-            })),
+            Ok(handle) => {
+                let enricher: Arc<dyn crate::enrich::DynAsyncEnricher> = Arc::new(enricher);
+                handle.set_enricher(enricher.clone());
+                self.steps.push(Step::Async(AsyncSlot {
+                    enricher,
+                    opts: options,
+                    handle: Arc::new(handle),
+                }))
+            }
             Err(e) => {
                 self.deferred_error.get_or_insert(e);
             }

@@ -36,6 +36,14 @@ pub(crate) struct EnricherHandle {
     pub(crate) breaker: Arc<CircuitBreaker>,
     started: AtomicBool,
     check: Mutex<CheckState>,
+    /// The enricher, for what only it knows (its shared cache tier).
+    enricher: std::sync::OnceLock<Arc<dyn crate::enrich::DynAsyncEnricher>>,
+}
+
+impl std::fmt::Debug for dyn crate::enrich::DynAsyncEnricher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AsyncEnricher")
+    }
 }
 
 impl EnricherHandle {
@@ -52,6 +60,7 @@ impl EnricherHandle {
             breaker: Arc::new(breaker),
             started: AtomicBool::new(false),
             check: Mutex::new(CheckState::default()),
+            enricher: std::sync::OnceLock::new(),
         })
     }
 
@@ -83,7 +92,16 @@ impl EnricherHandle {
     pub(crate) fn stats(&self) -> EnricherStats {
         let mut stats = self.metrics.snapshot();
         stats.breaker_opens = self.breaker.snapshot().times_opened;
+        stats.shared_cache = self.shared_cache();
         stats
+    }
+
+    pub(crate) fn set_enricher(&self, enricher: Arc<dyn crate::enrich::DynAsyncEnricher>) {
+        let _ = self.enricher.set(enricher);
+    }
+
+    fn shared_cache(&self) -> Option<crate::observe::SharedCacheStats> {
+        self.enricher.get().and_then(|e| e.shared_cache_stats())
     }
 
     pub(crate) fn health(&self) -> EnricherHealth {
@@ -102,6 +120,7 @@ impl EnricherHandle {
             breaker,
             last_error: c.last_error.clone(),
             last_check: c.last_check,
+            shared_cache: self.shared_cache(),
         }
     }
 }

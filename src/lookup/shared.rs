@@ -1,0 +1,536 @@
+//! [`SharedCache`]: a second cache tier in Redis, shared by every instance
+//! of a service, so that the source is asked for a key once per TTL by the
+//! whole fleet instead of once per instance.
+//!
+//! A batch's local misses are read from Redis in one round trip (`MGET`,
+//! with `PTTL` in the same pipeline, so that a value read from the tier
+//! expires locally when it expires there — by Redis's clock, not by the
+//! instances', which may disagree); the tier's misses go to the source in
+//! one batched fetch, and what it returns is written back in one pipeline
+//! (`SET … PX` with the TTL, not-found entries with the not-found TTL).
+//!
+//! Keys are `<prefix>:<enricher>:<schema version>:<key>`, every part
+//! percent-encoded (all but `A-Z a-z 0-9 - . _`) and the key tagged with
+//! its type (`i42`, `u…`, `b1`, `s…`), so no key value can collide with
+//! another or reach outside its namespace. Values carry a format byte; one
+//! that does not decode (or is larger than the limit) is a miss, counted.
+//!
+//! The tier has its own timeout and circuit breaker: Redis down or slow
+//! costs at most the timeout per batch until the breaker opens, and then
+//! nothing — lookups go straight to the source, counted — until a probe
+//! finds Redis back. No restart is needed.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use super::Key;
+use crate::enrich::redact::redact_url;
+use crate::error::ConfigError;
+use crate::event::Value;
+use crate::observe::{HealthStatus, SharedCacheStats};
+use crate::resilience::BreakerConfig;
+use crate::resilience::BreakerState;
+use crate::resilience::breaker::CircuitBreaker;
+
+/// A found value: `F` then its JSON.
+const FOUND: u8 = b'F';
+/// A key the source said does not exist.
+const NOT_FOUND: u8 = b'N';
+
+/// A second cache tier in Redis; add it with
+/// [`LookupEnricherBuilder::shared`](super::LookupEnricherBuilder::shared).
+/// Clones share one connection, breaker and counters.
+#[derive(Clone)]
+pub struct SharedCache {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    url: String,
+    client: ::redis::Client,
+    config: ConnectionManagerConfig,
+    prefix: String,
+    schema_version: u32,
+    timeout: Duration,
+    max_value_bytes: usize,
+    breaker: CircuitBreaker,
+    conn: tokio::sync::Mutex<Option<ConnectionManager>>,
+    last_error: Mutex<Option<String>>,
+    counters: Counters,
+}
+
+#[derive(Default)]
+struct Counters {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    writes: AtomicU64,
+    errors: AtomicU64,
+    undecodable: AtomicU64,
+    bypassed: AtomicU64,
+}
+
+impl fmt::Debug for SharedCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedCache")
+            .field("url", &redact_url(&self.inner.url))
+            .field("prefix", &self.inner.prefix)
+            .field("schema_version", &self.inner.schema_version)
+            .field("timeout", &self.inner.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Configures a [`SharedCache`].
+///
+/// | setting | default |
+/// | --- | --- |
+/// | [`prefix`](Self::prefix) | `fapilog` |
+/// | [`schema_version`](Self::schema_version) | 1 |
+/// | [`timeout`](Self::timeout) | 100 ms per round trip (connecting included) |
+/// | [`breaker`](Self::breaker) | `BreakerConfig::default()` |
+/// | [`max_value_bytes`](Self::max_value_bytes) | 64 KiB |
+#[derive(Debug, Clone)]
+pub struct SharedCacheBuilder {
+    url: String,
+    prefix: String,
+    schema_version: u32,
+    timeout: Duration,
+    breaker: BreakerConfig,
+    max_value_bytes: usize,
+}
+
+impl SharedCache {
+    /// A tier on the Redis server at `url` (`redis://[user][:password@]host[:port][/db]`).
+    pub fn redis(url: impl Into<String>) -> SharedCacheBuilder {
+        SharedCacheBuilder {
+            url: url.into(),
+            prefix: "fapilog".to_owned(),
+            schema_version: 1,
+            timeout: Duration::from_millis(100),
+            breaker: BreakerConfig::default(),
+            max_value_bytes: 64 * 1024,
+        }
+    }
+
+    /// The tier's counters and state.
+    pub fn stats(&self) -> SharedCacheStats {
+        let c = &self.inner.counters;
+        let ld = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let breaker = self.inner.breaker.state();
+        let last_error = self
+            .inner
+            .last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        SharedCacheStats {
+            hits: ld(&c.hits),
+            misses: ld(&c.misses),
+            writes: ld(&c.writes),
+            errors: ld(&c.errors),
+            undecodable: ld(&c.undecodable),
+            bypassed: ld(&c.bypassed),
+            breaker,
+            status: match breaker {
+                BreakerState::Closed if last_error.is_none() => HealthStatus::Up,
+                BreakerState::Closed => HealthStatus::Degraded,
+                BreakerState::HalfOpen => HealthStatus::Degraded,
+                _ => HealthStatus::Down,
+            },
+            last_error,
+        }
+    }
+
+    /// The Redis key prefix of the enricher `name`'s entries.
+    pub(crate) fn namespace(&self, name: &str) -> String {
+        let mut ns = String::new();
+        encode_part(&mut ns, &self.inner.prefix);
+        ns.push(':');
+        encode_part(&mut ns, name);
+        ns.push(':');
+        ns.push_str(&self.inner.schema_version.to_string());
+        ns.push(':');
+        ns
+    }
+
+    /// Reads `keys` (of the namespace `ns`): per key, what the tier holds
+    /// and how long it has left there, or `None` (a miss, an undecodable
+    /// value, or the tier unavailable — every key then).
+    pub(crate) async fn get_many(
+        &self,
+        ns: &str,
+        keys: &[Key],
+    ) -> Vec<Option<(Option<Value>, Duration)>> {
+        let mut out = vec![None; keys.len()];
+        if keys.is_empty() {
+            return out;
+        }
+        let names: Vec<String> = keys.iter().map(|k| redis_key(ns, k)).collect();
+        let mut pipe = ::redis::pipe();
+        pipe.cmd("MGET").arg(&names);
+        for name in &names {
+            pipe.cmd("PTTL").arg(name);
+        }
+        let replies: Vec<::redis::Value> = match self.run(&pipe).await {
+            Some(r) => r,
+            None => {
+                self.inner
+                    .counters
+                    .misses
+                    .fetch_add(keys.len() as u64, Ordering::Relaxed);
+                return out;
+            }
+        };
+        let mut replies = replies.into_iter();
+        let values = match replies.next() {
+            Some(::redis::Value::Array(v)) if v.len() == keys.len() => v,
+            _ => {
+                self.error("redis MGET answered something else than one value per key".into());
+                return out;
+            }
+        };
+        let c = &self.inner.counters;
+        for ((slot, value), ttl) in out.iter_mut().zip(values).zip(replies) {
+            let bytes = match value {
+                ::redis::Value::Nil => {
+                    c.misses.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                ::redis::Value::BulkString(b) => b,
+                _ => {
+                    c.undecodable.fetch_add(1, Ordering::Relaxed);
+                    c.misses.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+            };
+            let left = match ttl {
+                ::redis::Value::Int(ms) if ms > 0 => Duration::from_millis(ms as u64),
+                // No expiry (someone else wrote it) or just expired: a miss.
+                _ => {
+                    c.misses.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+            };
+            match self.decode(&bytes) {
+                Some(v) => {
+                    c.hits.fetch_add(1, Ordering::Relaxed);
+                    *slot = Some((v, left));
+                }
+                None => {
+                    c.undecodable.fetch_add(1, Ordering::Relaxed);
+                    c.misses.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        out
+    }
+
+    /// Writes what the source answered, in one pipeline: found values for
+    /// `ttl`, not-found entries for `negative_ttl` (a zero TTL writes
+    /// nothing). Values over the size limit are not written.
+    pub(crate) async fn put_many(
+        &self,
+        ns: &str,
+        entries: &[(Key, Option<Value>)],
+        ttl: Duration,
+        negative_ttl: Duration,
+    ) {
+        let mut pipe = ::redis::pipe();
+        let mut n = 0u64;
+        for (key, value) in entries {
+            let ttl = if value.is_some() { ttl } else { negative_ttl };
+            let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+            if ms == 0 {
+                continue;
+            }
+            let mut bytes = Vec::with_capacity(64);
+            match value {
+                Some(v) => {
+                    bytes.push(FOUND);
+                    if serde_json::to_writer(&mut bytes, v).is_err()
+                        || bytes.len() > self.inner.max_value_bytes
+                    {
+                        continue;
+                    }
+                }
+                None => bytes.push(NOT_FOUND),
+            }
+            pipe.cmd("SET")
+                .arg(redis_key(ns, key))
+                .arg(bytes)
+                .arg("PX")
+                .arg(ms)
+                .ignore();
+            n += 1;
+        }
+        if n == 0 {
+            return;
+        }
+        if self.run::<()>(&pipe).await.is_some() {
+            self.inner.counters.writes.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    fn decode(&self, bytes: &[u8]) -> Option<Option<Value>> {
+        if bytes.len() > self.inner.max_value_bytes.saturating_add(1) {
+            return None;
+        }
+        match bytes.split_first() {
+            Some((&FOUND, json)) => serde_json::from_slice(json).ok().map(Some),
+            Some((&NOT_FOUND, [])) => Some(None),
+            _ => None,
+        }
+    }
+
+    /// Runs a pipeline under the tier's breaker and timeout; `None` when
+    /// it was not run or failed (counted).
+    async fn run<T: ::redis::FromRedisValue>(&self, pipe: &::redis::Pipeline) -> Option<T> {
+        let Ok(permit) = self.inner.breaker.try_acquire() else {
+            self.inner.counters.bypassed.fetch_add(1, Ordering::Relaxed);
+            return None;
+        };
+        let outcome = tokio::time::timeout(self.inner.timeout, async {
+            let mut conn = self.connection().await?;
+            pipe.query_async::<T>(&mut conn)
+                .await
+                .map_err(|e| format!("redis shared cache: {e}"))
+        })
+        .await;
+        match outcome {
+            Ok(Ok(v)) => {
+                permit.success();
+                self.inner
+                    .last_error
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take();
+                Some(v)
+            }
+            Ok(Err(e)) => {
+                permit.failure();
+                self.error(e);
+                None
+            }
+            Err(_) => {
+                permit.failure();
+                self.error(format!(
+                    "redis shared cache took longer than {:?}",
+                    self.inner.timeout
+                ));
+                None
+            }
+        }
+    }
+
+    fn error(&self, message: String) {
+        self.inner.counters.errors.fetch_add(1, Ordering::Relaxed);
+        *self
+            .inner
+            .last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(message);
+    }
+
+    /// The connection, made on first use (Redis need not be up when the
+    /// pipeline starts); it reconnects by itself afterwards.
+    async fn connection(&self) -> Result<ConnectionManager, String> {
+        let mut conn = self.inner.conn.lock().await;
+        if let Some(c) = conn.as_ref() {
+            return Ok(c.clone());
+        }
+        let c = ConnectionManager::new_with_config(
+            self.inner.client.clone(),
+            self.inner.config.clone(),
+        )
+        .await
+        .map_err(|e| {
+            format!(
+                "cannot connect to the shared cache at {}: {e}",
+                redact_url(&self.inner.url)
+            )
+        })?;
+        *conn = Some(c.clone());
+        Ok(c)
+    }
+}
+
+impl SharedCacheBuilder {
+    /// The first part of every key (default `fapilog`), to keep apart the
+    /// entries of services that share a Redis.
+    #[must_use]
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Part of every key: bump it when what a lookup returns changes shape,
+    /// so instances of the new version never read the old entries.
+    #[must_use]
+    pub fn schema_version(mut self, version: u32) -> Self {
+        self.schema_version = version;
+        self
+    }
+
+    /// Longest one round trip to Redis may take, connecting included
+    /// (default 100 ms). Past it the batch goes to the source.
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The tier's own circuit breaker (failures are Redis errors and
+    /// timeouts).
+    #[must_use]
+    pub fn breaker(mut self, config: BreakerConfig) -> Self {
+        self.breaker = config;
+        self
+    }
+
+    /// Largest value written to or read from the tier (default 64 KiB);
+    /// larger ones stay local.
+    #[must_use]
+    pub fn max_value_bytes(mut self, bytes: usize) -> Self {
+        self.max_value_bytes = bytes;
+        self
+    }
+
+    /// Checks the settings; connecting happens on first use.
+    pub fn build(self) -> Result<SharedCache, ConfigError> {
+        let client = ::redis::Client::open(self.url.as_str()).map_err(|e| {
+            ConfigError::at(
+                "shared_cache.url",
+                format!(
+                    "bad redis url {}: {e} (expected redis://[user][:password@]host[:port][/db])",
+                    redact_url(&self.url)
+                ),
+            )
+        })?;
+        if self.timeout.is_zero() {
+            return Err(ConfigError::at(
+                "shared_cache.timeout",
+                "the shared cache timeout must be more than zero",
+            ));
+        }
+        let breaker = CircuitBreaker::new(self.breaker)
+            .map_err(|e| ConfigError::at("shared_cache.breaker", e.to_string()))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout))
+            .set_number_of_retries(0);
+        Ok(SharedCache {
+            inner: Arc::new(Inner {
+                url: self.url,
+                client,
+                config,
+                prefix: self.prefix,
+                schema_version: self.schema_version,
+                timeout: self.timeout,
+                max_value_bytes: self.max_value_bytes,
+                breaker,
+                conn: tokio::sync::Mutex::new(None),
+                last_error: Mutex::new(None),
+                counters: Counters::default(),
+            }),
+        })
+    }
+}
+
+/// `<ns><type tag><encoded key>`.
+fn redis_key(ns: &str, key: &Key) -> String {
+    let mut s = String::with_capacity(ns.len() + 24);
+    s.push_str(ns);
+    match key {
+        Key::Int(i) => {
+            s.push('i');
+            s.push_str(&i.to_string());
+        }
+        Key::UInt(u) => {
+            s.push('u');
+            s.push_str(&u.to_string());
+        }
+        Key::Bool(b) => s.push_str(if *b { "b1" } else { "b0" }),
+        Key::Str(text) => {
+            s.push('s');
+            encode_part(&mut s, text);
+        }
+    }
+    s
+}
+
+/// Percent-encodes all but `A-Z a-z 0-9 - . _`: injective, and free of
+/// `:` and of anything Redis patterns treat specially.
+fn encode_part(out: &mut String, part: &str) {
+    use std::fmt::Write;
+    for b in part.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_') {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_typed_encoded_and_cannot_leave_their_namespace() {
+        let tier = SharedCache::redis("redis://127.0.0.1:6379")
+            .prefix("svc:a")
+            .build()
+            .unwrap();
+        let ns = tier.namespace("users:v2");
+        assert_eq!(ns, "svc%3Aa:users%3Av2:1:");
+        assert_eq!(redis_key(&ns, &Key::Int(42)), "svc%3Aa:users%3Av2:1:i42");
+        assert_ne!(
+            redis_key(&ns, &Key::Int(42)),
+            redis_key(&ns, &Key::Str("42".into()))
+        );
+        let hostile = redis_key(&ns, &Key::Str("x:1:other:i7 *?[\n]%".into()));
+        assert_eq!(
+            hostile,
+            "svc%3Aa:users%3Av2:1:sx%3A1%3Aother%3Ai7%20%2A%3F%5B%0A%5D%25"
+        );
+        assert_eq!(hostile.matches(':').count(), 3);
+        // Different strings, different keys (encoding is injective).
+        assert_ne!(
+            redis_key(&ns, &Key::Str("a%3A".into())),
+            redis_key(&ns, &Key::Str("a:".into()))
+        );
+    }
+
+    #[test]
+    fn only_well_formed_entries_decode() {
+        let tier = SharedCache::redis("redis://127.0.0.1:6379")
+            .max_value_bytes(16)
+            .build()
+            .unwrap();
+        assert_eq!(
+            tier.decode(b"F{\"a\":1}"),
+            Some(Some(serde_json::json!({"a": 1})))
+        );
+        assert_eq!(tier.decode(b"N"), Some(None));
+        for bad in [&b""[..], b"Nx", b"F{", b"X1", b"F\"0123456789abcdefghij\""] {
+            assert_eq!(tier.decode(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn bad_settings_are_errors_without_the_password() {
+        let e = SharedCache::redis("redis://:hunter2@[::1")
+            .build()
+            .expect_err("a bad url");
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+        let e = SharedCache::redis("redis://127.0.0.1")
+            .timeout(Duration::ZERO)
+            .build()
+            .expect_err("a zero timeout");
+        assert_eq!(e.key(), Some("shared_cache.timeout"));
+    }
+}
