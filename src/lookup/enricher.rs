@@ -318,7 +318,7 @@ impl<L: Lookup> LookupEnricher<L> {
         let calls = chunks.into_iter().map(|chunk| async move {
             // The shared tier first: what it holds needs no fetch.
             #[cfg(feature = "redis")]
-            let (chunk, mut out) = self.from_shared(chunk, guard).await;
+            let (chunk, mut out) = self.read_shared(chunk, guard).await;
             #[cfg(not(feature = "redis"))]
             let mut out = Vec::with_capacity(chunk.len());
             if chunk.is_empty() {
@@ -394,7 +394,7 @@ impl<L: Lookup> LookupEnricher<L> {
     /// Resolves the keys the shared tier holds (and caches them locally
     /// for what is left of their TTL there); returns the others.
     #[cfg(feature = "redis")]
-    async fn from_shared(
+    async fn read_shared(
         &self,
         chunk: Vec<(Key, Leader)>,
         guard: &super::singleflight::InFlightGuard<'_>,
