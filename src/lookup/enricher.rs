@@ -319,6 +319,9 @@ impl<L: Lookup> LookupEnricher<L> {
             // The shared tier first: what it holds needs no fetch.
             #[cfg(feature = "redis")]
             let (chunk, mut out) = self.read_shared(chunk, guard).await;
+            // Then one instance of the fleet per key fetches it.
+            #[cfg(feature = "redis")]
+            let chunk = self.lease_or_wait(chunk, guard, &mut out).await;
             #[cfg(not(feature = "redis"))]
             let mut out = Vec::with_capacity(chunk.len());
             if chunk.is_empty() {
@@ -405,30 +408,82 @@ impl<L: Lookup> LookupEnricher<L> {
         };
         let keys: Vec<Key> = chunk.iter().map(|(k, _)| k.clone()).collect();
         let held = tier.get_many(ns, &keys).await;
-        let (ttl, negative_ttl) = self.cache.ttls();
         let mut rest = Vec::new();
         let mut out = Vec::with_capacity(chunk.len());
         for ((key, tx), hit) in chunk.into_iter().zip(held) {
-            match hit {
-                Some((value, left))
-                    if value
-                        .as_ref()
-                        .is_none_or(|v| value_size(v) <= self.max_value_bytes) =>
-                {
-                    let full = if value.is_some() { ttl } else { negative_ttl };
-                    self.cache
-                        .insert_aged(key.clone(), value.clone(), full.saturating_sub(left))
-                        .await;
-                    let resolution: Resolution = Ok(value);
-                    if guard.settle(&key, &tx) {
-                        let _ = tx.send(Some(resolution.clone()));
-                    }
-                    out.push((key, resolution));
-                }
-                _ => rest.push((key, tx)),
+            if let Some((key, tx)) = self.settle_from_tier(key, tx, hit, guard, &mut out).await {
+                rest.push((key, tx));
             }
         }
         (rest, out)
+    }
+
+    /// Resolves `key` with what the shared tier held for it (cached locally
+    /// for what is left of its TTL there); gives the key back when the
+    /// tier had nothing usable.
+    #[cfg(feature = "redis")]
+    async fn settle_from_tier(
+        &self,
+        key: Key,
+        tx: Leader,
+        hit: Option<(Option<Value>, Duration)>,
+        guard: &super::singleflight::InFlightGuard<'_>,
+        out: &mut Vec<(Key, Resolution)>,
+    ) -> Option<(Key, Leader)> {
+        let (value, left) = match hit {
+            Some((value, left))
+                if value
+                    .as_ref()
+                    .is_none_or(|v| value_size(v) <= self.max_value_bytes) =>
+            {
+                (value, left)
+            }
+            _ => return Some((key, tx)),
+        };
+        let (ttl, negative_ttl) = self.cache.ttls();
+        let full = if value.is_some() { ttl } else { negative_ttl };
+        self.cache
+            .insert_aged(key.clone(), value.clone(), full.saturating_sub(left))
+            .await;
+        let resolution: Resolution = Ok(value);
+        if guard.settle(&key, &tx) {
+            let _ = tx.send(Some(resolution.clone()));
+        }
+        out.push((key, resolution));
+        None
+    }
+
+    /// Takes the shared tier's lease of each key; waits for the values of
+    /// keys another instance holds, resolving those that appear. Returns
+    /// the keys to fetch here.
+    #[cfg(feature = "redis")]
+    async fn lease_or_wait(
+        &self,
+        chunk: Vec<(Key, Leader)>,
+        guard: &super::singleflight::InFlightGuard<'_>,
+        out: &mut Vec<(Key, Resolution)>,
+    ) -> Vec<(Key, Leader)> {
+        let Some((tier, ns)) = self.shared.as_ref().filter(|(t, _)| t.leases()) else {
+            return chunk;
+        };
+        if chunk.is_empty() {
+            return chunk;
+        }
+        let keys: Vec<Key> = chunk.iter().map(|(k, _)| k.clone()).collect();
+        let mine = tier.lease_many(ns, &keys).await;
+        let (mut fetch, theirs): (Vec<_>, Vec<_>) =
+            chunk.into_iter().zip(mine).partition(|(_, mine)| *mine);
+        if theirs.is_empty() {
+            return fetch.into_iter().map(|(c, _)| c).collect();
+        }
+        let waited_keys: Vec<Key> = theirs.iter().map(|((k, _), _)| k.clone()).collect();
+        let appeared = tier.wait_for(ns, &waited_keys).await;
+        for (((key, tx), _), hit) in theirs.into_iter().zip(appeared) {
+            if let Some(unresolved) = self.settle_from_tier(key, tx, hit, guard, out).await {
+                fetch.push((unresolved, true));
+            }
+        }
+        fetch.into_iter().map(|(c, _)| c).collect()
     }
 
     fn merge_into(&self, patch: &mut Patch, value: Value) {

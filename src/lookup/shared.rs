@@ -40,6 +40,8 @@ use crate::resilience::breaker::CircuitBreaker;
 const FOUND: u8 = b'F';
 /// A key the source said does not exist.
 const NOT_FOUND: u8 = b'N';
+/// Tag of a lease key (value keys are tagged `i`, `u`, `b` or `s`).
+const LEASE: char = 'l';
 
 /// A second cache tier in Redis; add it with
 /// [`LookupEnricherBuilder::shared`](super::LookupEnricherBuilder::shared).
@@ -57,6 +59,10 @@ struct Inner {
     schema_version: u32,
     timeout: Duration,
     max_value_bytes: usize,
+    /// How long a lease holds, and how long others wait for its value.
+    lease: Option<(Duration, Duration)>,
+    /// Written into the leases this instance takes.
+    token: String,
     breaker: CircuitBreaker,
     conn: tokio::sync::Mutex<Option<ConnectionManager>>,
     last_error: Mutex<Option<String>>,
@@ -71,6 +77,8 @@ struct Counters {
     errors: AtomicU64,
     undecodable: AtomicU64,
     bypassed: AtomicU64,
+    lease_waits: AtomicU64,
+    lease_takeovers: AtomicU64,
 }
 
 impl fmt::Debug for SharedCache {
@@ -93,6 +101,7 @@ impl fmt::Debug for SharedCache {
 /// | [`timeout`](Self::timeout) | 100 ms per round trip (connecting included) |
 /// | [`breaker`](Self::breaker) | `BreakerConfig::default()` |
 /// | [`max_value_bytes`](Self::max_value_bytes) | 64 KiB |
+/// | [`lease`](Self::lease) | on: held 2 s, waited for up to 250 ms |
 #[derive(Debug, Clone)]
 pub struct SharedCacheBuilder {
     url: String,
@@ -101,6 +110,7 @@ pub struct SharedCacheBuilder {
     timeout: Duration,
     breaker: BreakerConfig,
     max_value_bytes: usize,
+    lease: Option<(Duration, Duration)>,
 }
 
 impl SharedCache {
@@ -113,6 +123,7 @@ impl SharedCache {
             timeout: Duration::from_millis(100),
             breaker: BreakerConfig::default(),
             max_value_bytes: 64 * 1024,
+            lease: Some((Duration::from_secs(2), Duration::from_millis(250))),
         }
     }
 
@@ -134,6 +145,8 @@ impl SharedCache {
             errors: ld(&c.errors),
             undecodable: ld(&c.undecodable),
             bypassed: ld(&c.bypassed),
+            lease_waits: ld(&c.lease_waits),
+            lease_takeovers: ld(&c.lease_takeovers),
             breaker,
             status: match breaker {
                 BreakerState::Closed if last_error.is_none() => HealthStatus::Up,
@@ -165,6 +178,24 @@ impl SharedCache {
         ns: &str,
         keys: &[Key],
     ) -> Vec<Option<(Option<Value>, Duration)>> {
+        self.read(ns, keys, true).await
+    }
+
+    /// `get_many`, counting misses or not (a wait's polls are not misses).
+    async fn read(
+        &self,
+        ns: &str,
+        keys: &[Key],
+        count_misses: bool,
+    ) -> Vec<Option<(Option<Value>, Duration)>> {
+        let miss = |n: usize| {
+            if count_misses {
+                self.inner
+                    .counters
+                    .misses
+                    .fetch_add(n as u64, Ordering::Relaxed);
+            }
+        };
         let mut out = vec![None; keys.len()];
         if keys.is_empty() {
             return out;
@@ -178,10 +209,7 @@ impl SharedCache {
         let replies: Vec<::redis::Value> = match self.run(&pipe).await {
             Some(r) => r,
             None => {
-                self.inner
-                    .counters
-                    .misses
-                    .fetch_add(keys.len() as u64, Ordering::Relaxed);
+                miss(keys.len());
                 return out;
             }
         };
@@ -197,13 +225,13 @@ impl SharedCache {
         for ((slot, value), ttl) in out.iter_mut().zip(values).zip(replies) {
             let bytes = match value {
                 ::redis::Value::Nil => {
-                    c.misses.fetch_add(1, Ordering::Relaxed);
+                    miss(1);
                     continue;
                 }
                 ::redis::Value::BulkString(b) => b,
                 _ => {
                     c.undecodable.fetch_add(1, Ordering::Relaxed);
-                    c.misses.fetch_add(1, Ordering::Relaxed);
+                    miss(1);
                     continue;
                 }
             };
@@ -211,7 +239,7 @@ impl SharedCache {
                 ::redis::Value::Int(ms) if ms > 0 => Duration::from_millis(ms as u64),
                 // No expiry (someone else wrote it) or just expired: a miss.
                 _ => {
-                    c.misses.fetch_add(1, Ordering::Relaxed);
+                    miss(1);
                     continue;
                 }
             };
@@ -222,7 +250,7 @@ impl SharedCache {
                 }
                 None => {
                     c.undecodable.fetch_add(1, Ordering::Relaxed);
-                    c.misses.fetch_add(1, Ordering::Relaxed);
+                    miss(1);
                 }
             }
         }
@@ -265,6 +293,11 @@ impl SharedCache {
                 .arg("PX")
                 .arg(ms)
                 .ignore();
+            if self.inner.lease.is_some() {
+                // The value is there now: waiters read it, and the lease
+                // need not hold others off any longer.
+                pipe.cmd("DEL").arg(lease_key(ns, key)).ignore();
+            }
             n += 1;
         }
         if n == 0 {
@@ -273,6 +306,75 @@ impl SharedCache {
         if self.run::<()>(&pipe).await.is_some() {
             self.inner.counters.writes.fetch_add(n, Ordering::Relaxed);
         }
+    }
+
+    /// Whether leases are on.
+    pub(crate) fn leases(&self) -> bool {
+        self.inner.lease.is_some()
+    }
+
+    /// Takes the lease of each key nobody holds; per key, whether this
+    /// instance should fetch it: it took the lease, or the tier could not
+    /// say (then everyone fetches, as without a tier).
+    pub(crate) async fn lease_many(&self, ns: &str, keys: &[Key]) -> Vec<bool> {
+        let Some((hold, _)) = self.inner.lease else {
+            return vec![true; keys.len()];
+        };
+        let mut pipe = ::redis::pipe();
+        let ms = u64::try_from(hold.as_millis()).unwrap_or(u64::MAX).max(1);
+        for key in keys {
+            pipe.cmd("SET")
+                .arg(lease_key(ns, key))
+                .arg(&self.inner.token)
+                .arg("NX")
+                .arg("PX")
+                .arg(ms);
+        }
+        match self.run::<Vec<::redis::Value>>(&pipe).await {
+            Some(replies) if replies.len() == keys.len() => replies
+                .into_iter()
+                .map(|r| !matches!(r, ::redis::Value::Nil))
+                .collect(),
+            _ => vec![true; keys.len()],
+        }
+    }
+
+    /// Waits (polling) for another instance's values of `keys`, up to the
+    /// lease wait; per key what appeared, `None` for those to fetch here.
+    pub(crate) async fn wait_for(
+        &self,
+        ns: &str,
+        keys: &[Key],
+    ) -> Vec<Option<(Option<Value>, Duration)>> {
+        let c = &self.inner.counters;
+        c.lease_waits
+            .fetch_add(keys.len() as u64, Ordering::Relaxed);
+        let wait = self.inner.lease.map_or(Duration::ZERO, |(_, w)| w);
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut out: Vec<Option<(Option<Value>, Duration)>> = vec![None; keys.len()];
+        let mut pause = Duration::from_millis(5);
+        loop {
+            let open: Vec<usize> = (0..keys.len()).filter(|&i| out[i].is_none()).collect();
+            if open.is_empty() {
+                break;
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                c.lease_takeovers
+                    .fetch_add(open.len() as u64, Ordering::Relaxed);
+                break;
+            }
+            tokio::time::sleep(pause.min(deadline - now)).await;
+            pause = (pause * 2).min(Duration::from_millis(50));
+            let asked: Vec<Key> = open.iter().map(|&i| keys[i].clone()).collect();
+            let got = self.read(ns, &asked, false).await;
+            for (&i, hit) in open.iter().zip(got) {
+                if hit.is_some() {
+                    out[i] = hit;
+                }
+            }
+        }
+        out
     }
 
     fn decode(&self, bytes: &[u8]) -> Option<Option<Value>> {
@@ -399,6 +501,24 @@ impl SharedCacheBuilder {
         self
     }
 
+    /// Fleet-wide single-flight: for keys missing in the tier, one
+    /// instance takes a lease per key (`SET … NX PX hold`) and fetches;
+    /// the others wait for the value to appear, up to `wait`, then fetch
+    /// themselves (a holder that crashed costs one wait, not an outage).
+    /// Keep `wait` below the enricher's call timeout.
+    #[must_use]
+    pub fn lease(mut self, hold: Duration, wait: Duration) -> Self {
+        self.lease = Some((hold.max(Duration::from_millis(1)), wait.min(hold)));
+        self
+    }
+
+    /// No leases: every instance that misses fetches.
+    #[must_use]
+    pub fn no_lease(mut self) -> Self {
+        self.lease = None;
+        self
+    }
+
     /// Checks the settings; connecting happens on first use.
     pub fn build(self) -> Result<SharedCache, ConfigError> {
         let client = ::redis::Client::open(self.url.as_str()).map_err(|e| {
@@ -431,6 +551,8 @@ impl SharedCacheBuilder {
                 schema_version: self.schema_version,
                 timeout: self.timeout,
                 max_value_bytes: self.max_value_bytes,
+                lease: self.lease,
+                token: instance_token(),
                 breaker,
                 conn: tokio::sync::Mutex::new(None),
                 last_error: Mutex::new(None),
@@ -460,6 +582,25 @@ fn redis_key(ns: &str, key: &Key) -> String {
         }
     }
     s
+}
+
+/// `<ns>l<typed key>`: the lease of a key, beside its value.
+fn lease_key(ns: &str, key: &Key) -> String {
+    let value = redis_key(ns, key);
+    let mut s = String::with_capacity(value.len() + 1);
+    s.push_str(ns);
+    s.push(LEASE);
+    s.push_str(&value[ns.len()..]);
+    s
+}
+
+/// Tells this instance's leases apart from others'.
+fn instance_token() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{}-{nanos:x}", std::process::id())
 }
 
 /// Percent-encodes all but `A-Z a-z 0-9 - . _`: injective, and free of

@@ -302,6 +302,11 @@ pub struct SharedCacheStats {
     pub undecodable: u64,
     /// Round trips not made because the tier's circuit was open.
     pub bypassed: u64,
+    /// Keys another instance held the lease of: waited for.
+    pub lease_waits: u64,
+    /// Of those, keys whose value did not appear within the wait: fetched
+    /// here after all.
+    pub lease_takeovers: u64,
     /// The tier's circuit breaker.
     pub breaker: BreakerState,
     /// `Up`; `Degraded` after a failed round trip (until one succeeds) or
