@@ -181,3 +181,82 @@ async fn the_cache_holds_at_most_max_entries() {
     assert!(held <= 50, "cache holds {held} entries, bound is 50");
     assert!(held > 0, "the cache keeps something");
 }
+
+#[tokio::test(start_paused = true)]
+async fn refresh_ahead_keeps_a_hot_key_fresh_without_a_miss_or_a_wait() {
+    let lookup = TestLookup::new();
+    lookup.set(7i64, json!({"name": "ada"}));
+    lookup.set(8i64, json!({"name": "bob"}));
+    let enricher = LookupEnricher::builder("user", lookup.clone())
+        .key_field("user_id")
+        .ttl(60 * SEC)
+        .refresh_ahead(10 * SEC)
+        .build();
+    let h = Harness::new("user");
+    let p = h.run_keys(&enricher, "user_id", &[7, 8]).await;
+    assert_eq!(patch_field(&p[0], "user"), Some(json!({"name": "ada"})));
+    assert_eq!(lookup.fetches(), 1);
+
+    // Outside the window: a plain hit, no refresh.
+    let_time_pass(45 * SEC).await;
+    h.run_keys(&enricher, "user_id", &[7]).await;
+    assert_eq!(lookup.fetches(), 1);
+
+    // Inside the window (55 s of 60): served the current value at once,
+    // and refreshed behind the batch's back; the source has changed.
+    lookup
+        .set(7i64, json!({"name": "grace"}))
+        .latency(Duration::from_millis(200));
+    let_time_pass(10 * SEC).await;
+    let before = tokio::time::Instant::now();
+    let p = h.run_keys(&enricher, "user_id", &[7]).await;
+    assert_eq!(
+        before.elapsed(),
+        Duration::ZERO,
+        "the batch did not wait for the refresh"
+    );
+    assert_eq!(patch_field(&p[0], "user"), Some(json!({"name": "ada"})));
+    let_time_pass(3 * SEC).await;
+    assert_eq!(lookup.fetches(), 2, "one background refresh");
+    assert_eq!(lookup.key_sets()[1], vec![Key::from(7i64)]);
+
+    // Past the original TTL the refreshed value is served, as a hit.
+    let_time_pass(10 * SEC).await;
+    let p = h.run_keys(&enricher, "user_id", &[7]).await;
+    assert_eq!(patch_field(&p[0], "user"), Some(json!({"name": "grace"})));
+    let s = h.stats();
+    assert_eq!(s.cache_misses, 2, "only the first batch's two keys ever missed");
+    assert_eq!(s.refreshes, 1);
+    assert_eq!(lookup.fetches(), 2);
+
+    // Key 8 was never read in its window: it expired and misses as usual.
+    h.run_keys(&enricher, "user_id", &[8]).await;
+    assert_eq!(h.stats().cache_misses, 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_refresh_keeps_the_current_value_until_it_expires() {
+    let lookup = TestLookup::new();
+    lookup.set(7i64, json!({"name": "ada"}));
+    let enricher = LookupEnricher::builder("user", lookup.clone())
+        .key_field("user_id")
+        .ttl(60 * SEC)
+        .refresh_ahead(10 * SEC)
+        .build();
+    let h = Harness::new("user");
+    h.run_keys(&enricher, "user_id", &[7]).await;
+    lookup.behave(Behaviour::Fail);
+    let_time_pass(55 * SEC).await;
+    let p = h.run_keys(&enricher, "user_id", &[7]).await;
+    assert_eq!(patch_field(&p[0], "user"), Some(json!({"name": "ada"})));
+    let_time_pass(SEC).await;
+    assert_eq!(lookup.fetches(), 2, "the refresh was tried");
+    // Still served (a hit) until the TTL ends, though the refresh failed.
+    let p = h.run_keys(&enricher, "user_id", &[7]).await;
+    assert_eq!(patch_field(&p[0], "user"), Some(json!({"name": "ada"})));
+    assert_eq!(h.stats().refreshes, 0);
+    // Then it is gone: a miss, whose fetch fails as usual.
+    let_time_pass(5 * SEC).await;
+    let p = h.run_keys(&enricher, "user_id", &[7]).await;
+    assert!(p[0].error().is_some(), "expired, and the source is down");
+}

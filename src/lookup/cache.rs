@@ -87,6 +87,8 @@ pub(crate) fn value_size(v: &Value) -> usize {
 pub(crate) enum Cached {
     /// A fresh value.
     Found(Value),
+    /// A fresh value within the refresh-ahead window before its TTL ends.
+    Refresh(Value),
     /// Freshly known not to exist.
     NotFound,
     /// Expired, but within `max_stale`: usable if a fetch fails.
@@ -108,6 +110,8 @@ pub(crate) struct CacheConfig {
 pub(crate) struct LookupCache {
     inner: moka::future::Cache<Key, Entry>,
     cfg: CacheConfig,
+    /// Values read this long before their TTL ends are `Refresh`.
+    refresh_window: Duration,
 }
 
 impl std::fmt::Debug for LookupCache {
@@ -120,7 +124,7 @@ impl std::fmt::Debug for LookupCache {
 }
 
 impl LookupCache {
-    pub(crate) fn new(cfg: CacheConfig) -> Self {
+    pub(crate) fn new(cfg: CacheConfig, refresh_window: Duration) -> Self {
         let floor = (cfg.max_bytes / cfg.max_entries.max(1)).clamp(1, u64::from(u32::MAX));
         let inner = moka::future::Cache::builder()
             .max_capacity(cfg.max_bytes)
@@ -136,7 +140,11 @@ impl LookupCache {
                 ttl_not_found: cfg.negative_ttl.min(FOREVER),
             })
             .build();
-        LookupCache { inner, cfg }
+        LookupCache {
+            inner,
+            cfg,
+            refresh_window,
+        }
     }
 
     pub(crate) async fn get(&self, key: &Key) -> Cached {
@@ -145,7 +153,15 @@ impl LookupCache {
         };
         let age = entry.at.elapsed();
         match entry.value {
-            Some(v) if age < self.cfg.ttl => Cached::Found(v),
+            Some(v) if age < self.cfg.ttl => {
+                if !self.refresh_window.is_zero()
+                    && age >= self.cfg.ttl.saturating_sub(self.refresh_window)
+                {
+                    Cached::Refresh(v)
+                } else {
+                    Cached::Found(v)
+                }
+            }
             Some(v) => match self.cfg.max_stale {
                 Some(max) if age < self.cfg.ttl.saturating_add(max) => Cached::Stale(v),
                 _ => Cached::Miss,
@@ -212,7 +228,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn value_expires_then_is_stale_then_gone() {
-        let c = LookupCache::new(cfg());
+        let c = LookupCache::new(cfg(), Duration::ZERO);
         let k = Key::from(7i64);
         c.insert(k.clone(), Some(Value::from("a"))).await;
         assert_eq!(c.get(&k).await, Cached::Found(Value::from("a")));
@@ -224,7 +240,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn not_found_has_its_own_ttl() {
-        let c = LookupCache::new(cfg());
+        let c = LookupCache::new(cfg(), Duration::ZERO);
         let k = Key::from("ghost");
         c.insert(k.clone(), None).await;
         assert_eq!(c.get(&k).await, Cached::NotFound);

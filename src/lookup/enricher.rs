@@ -53,6 +53,11 @@ enum Merge {
 
 /// An [`AsyncEnricher`] built from a [`Lookup`]; see the module docs.
 pub struct LookupEnricher<L> {
+    core: Arc<Core<L>>,
+}
+
+/// What a [`LookupEnricher`] holds, shared with its background refreshes.
+pub(crate) struct Core<L> {
     name: String,
     lookup: L,
     key: KeySource,
@@ -63,6 +68,8 @@ pub struct LookupEnricher<L> {
     max_key_bytes: usize,
     stale_on_error: bool,
     inflight: SingleFlight,
+    /// Keys being refreshed ahead of their expiry.
+    refreshing: std::sync::Mutex<HashSet<Key>>,
     /// The shared tier and this enricher's namespace in it.
     #[cfg(feature = "redis")]
     shared: Option<(super::SharedCache, String)>,
@@ -71,10 +78,10 @@ pub struct LookupEnricher<L> {
 impl<L> fmt::Debug for LookupEnricher<L> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LookupEnricher")
-            .field("name", &self.name)
-            .field("merge", &self.merge)
-            .field("max_batch", &self.max_batch)
-            .field("cache", &self.cache)
+            .field("name", &self.core.name)
+            .field("merge", &self.core.merge)
+            .field("max_batch", &self.core.max_batch)
+            .field("cache", &self.core.cache)
             .finish_non_exhaustive()
     }
 }
@@ -102,6 +109,7 @@ pub struct LookupEnricherBuilder<L> {
     max_batch: usize,
     max_value_bytes: usize,
     max_key_bytes: usize,
+    refresh_window: Duration,
     #[cfg(feature = "redis")]
     shared: Option<super::SharedCache>,
 }
@@ -135,6 +143,7 @@ impl<L: Lookup> LookupEnricher<L> {
             max_batch: 100,
             max_value_bytes: 1 << 20,
             max_key_bytes: 1024,
+            refresh_window: Duration::ZERO,
             #[cfg(feature = "redis")]
             shared: None,
         }
@@ -142,12 +151,12 @@ impl<L: Lookup> LookupEnricher<L> {
 
     /// The wrapped lookup.
     pub fn lookup(&self) -> &L {
-        &self.lookup
+        &self.core.lookup
     }
 
     /// Keys held in the cache now.
     pub async fn cached_entries(&self) -> u64 {
-        self.cache.entry_count().await
+        self.core.cache.entry_count().await
     }
 }
 
@@ -253,6 +262,19 @@ impl<L: Lookup> LookupEnricherBuilder<L> {
         self
     }
 
+    /// Refresh-ahead: a key read within `window` before its TTL ends is
+    /// fetched again in the background (batched with the other such keys
+    /// of its batch), so a hot key is never served as a miss and never
+    /// makes a batch wait. The batch is served the current value; if the
+    /// refresh fails, the current value is kept until it expires (and
+    /// [`stale_on_error`](Self::stale_on_error) applies as before). Off by
+    /// default; a window at least the TTL refreshes on every read.
+    #[must_use]
+    pub fn refresh_ahead(mut self, window: Duration) -> Self {
+        self.refresh_window = window;
+        self
+    }
+
     /// A second cache tier shared by every instance (feature `redis`): a
     /// batch's local misses are read from it in one round trip, its misses
     /// fetched from the source in one batch and written back with the TTL
@@ -279,24 +301,28 @@ impl<L: Lookup> LookupEnricherBuilder<L> {
             let ns = t.namespace(&self.name);
             (t, ns)
         });
+        let refresh_window = self.refresh_window;
         LookupEnricher {
-            #[cfg(feature = "redis")]
-            shared,
-            stale_on_error: self.cache.max_stale.is_some(),
-            cache: LookupCache::new(self.cache),
-            name: self.name,
-            lookup: self.lookup,
-            key,
-            merge,
-            max_batch: self.max_batch,
-            max_value_bytes: self.max_value_bytes,
-            max_key_bytes: self.max_key_bytes,
-            inflight: SingleFlight::default(),
+            core: Arc::new(Core {
+                refreshing: std::sync::Mutex::new(HashSet::new()),
+                #[cfg(feature = "redis")]
+                shared,
+                stale_on_error: self.cache.max_stale.is_some(),
+                cache: LookupCache::new(self.cache, refresh_window),
+                name: self.name,
+                lookup: self.lookup,
+                key,
+                merge,
+                max_batch: self.max_batch,
+                max_value_bytes: self.max_value_bytes,
+                max_key_bytes: self.max_key_bytes,
+                inflight: SingleFlight::default(),
+            }),
         }
     }
 }
 
-impl<L: Lookup> LookupEnricher<L> {
+impl<L: Lookup> Core<L> {
     /// Fetches `keys` (this enricher leads them) in chunks of `max_batch`,
     /// publishing each key's result to its waiters and the cache.
     async fn fetch_leading(
@@ -486,6 +512,62 @@ impl<L: Lookup> LookupEnricher<L> {
         fetch.into_iter().map(|(c, _)| c).collect()
     }
 
+    /// Fetches `keys` again on a task of their own, ahead of their expiry;
+    /// keys already being refreshed are left to that refresh.
+    fn refresh_in_background(core: &Arc<Self>, keys: Vec<Key>, ctx: &EnrichContext) {
+        let keys: Vec<Key> = {
+            let mut busy = core.refreshing.lock().unwrap_or_else(|e| e.into_inner());
+            keys.into_iter()
+                .filter(|k| busy.insert(k.clone()))
+                .collect()
+        };
+        if keys.is_empty() {
+            return;
+        }
+        // The batch's deadline is not the refresh's: a call of its own.
+        let mut ctx = ctx.clone();
+        ctx.deadline =
+            crate::resilience::deadline::after(tokio::time::Instant::now(), ctx.call_timeout);
+        let core = core.clone();
+        crate::capture::spawn_suppressed(async move {
+            for chunk in keys.chunks(core.max_batch) {
+                let result = ctx
+                    .call(async {
+                        ctx.metrics().record_fetch(chunk.len());
+                        core.lookup.fetch(chunk).await
+                    })
+                    .await;
+                // On an error the current values stay until they expire.
+                if let Ok(mut found) = result {
+                    ctx.metrics().count(Counter::Refresh, chunk.len() as u64);
+                    #[cfg(feature = "redis")]
+                    let mut answered: Vec<(Key, Option<Value>)> = Vec::new();
+                    for key in chunk {
+                        let value = found.remove(key);
+                        if value
+                            .as_ref()
+                            .is_some_and(|v| value_size(v) > core.max_value_bytes)
+                        {
+                            continue;
+                        }
+                        core.cache.insert(key.clone(), value.clone()).await;
+                        #[cfg(feature = "redis")]
+                        answered.push((key.clone(), value));
+                    }
+                    #[cfg(feature = "redis")]
+                    if let Some((tier, ns)) = &core.shared {
+                        let (ttl, negative_ttl) = core.cache.ttls();
+                        tier.put_many(ns, &answered, ttl, negative_ttl).await;
+                    }
+                }
+            }
+            let mut busy = core.refreshing.lock().unwrap_or_else(|e| e.into_inner());
+            for key in &keys {
+                busy.remove(key);
+            }
+        });
+    }
+
     fn merge_into(&self, patch: &mut Patch, value: Value) {
         match &self.merge {
             Merge::Under(name) => patch.insert(name.clone(), value),
@@ -506,19 +588,19 @@ impl<L: Lookup> LookupEnricher<L> {
 
 impl<L: Lookup> AsyncEnricher for LookupEnricher<L> {
     fn name(&self) -> &str {
-        &self.name
+        &self.core.name
     }
 
     async fn startup(&self) -> Result<(), EnrichError> {
-        self.lookup.startup().await
+        self.core.lookup.startup().await
     }
 
     async fn shutdown(&self) -> Result<(), EnrichError> {
-        self.lookup.shutdown().await
+        self.core.lookup.shutdown().await
     }
 
     async fn health_check(&self) -> Result<(), EnrichError> {
-        self.lookup.health_check().await
+        self.core.lookup.health_check().await
     }
 
     fn guards_own_calls(&self) -> bool {
@@ -527,7 +609,7 @@ impl<L: Lookup> AsyncEnricher for LookupEnricher<L> {
 
     fn shared_cache_stats(&self) -> Option<crate::observe::SharedCacheStats> {
         #[cfg(feature = "redis")]
-        if let Some((tier, _)) = &self.shared {
+        if let Some((tier, _)) = &self.core.shared {
             return Some(tier.stats());
         }
         None
@@ -541,11 +623,11 @@ impl<L: Lookup> AsyncEnricher for LookupEnricher<L> {
     ) -> Result<(), EnrichError> {
         // An empty or overlong text key can name nothing worth fetching: it
         // is not found, for itself alone, without asking the source.
-        let max_key = self.max_key_bytes;
+        let max_key = self.core.max_key_bytes;
         let keys: Vec<Option<Key>> = events
             .iter()
             .map(|e| {
-                self.key.key(e).filter(|k| match k {
+                self.core.key.key(e).filter(|k| match k {
                     Key::Str(s) => !s.is_empty() && s.len() <= max_key,
                     _ => true,
                 })
@@ -554,15 +636,21 @@ impl<L: Lookup> AsyncEnricher for LookupEnricher<L> {
         let mut resolved: HashMap<Key, Resolution> = HashMap::new();
         let mut stale: HashMap<Key, Value> = HashMap::new();
         let mut missing: Vec<Key> = Vec::new();
+        let mut refresh: Vec<Key> = Vec::new();
         let mut seen: HashSet<&Key> = HashSet::new();
         for key in keys.iter().flatten() {
             if !seen.insert(key) {
                 continue;
             }
-            match self.cache.get(key).await {
+            match self.core.cache.get(key).await {
                 Cached::Found(v) => {
                     ctx.metrics().count(Counter::CacheHit, 1);
                     resolved.insert(key.clone(), Ok(Some(v)));
+                }
+                Cached::Refresh(v) => {
+                    ctx.metrics().count(Counter::CacheHit, 1);
+                    resolved.insert(key.clone(), Ok(Some(v)));
+                    refresh.push(key.clone());
                 }
                 Cached::NotFound => {
                     ctx.metrics().count(Counter::NegativeHit, 1);
@@ -580,11 +668,15 @@ impl<L: Lookup> AsyncEnricher for LookupEnricher<L> {
             }
         }
 
+        if !refresh.is_empty() {
+            Core::refresh_in_background(&self.core, refresh, ctx);
+        }
+
         // Single-flight: lead the keys nobody is fetching, wait for the rest.
-        let Claim { leaders, waiters } = self.inflight.claim(missing);
+        let Claim { leaders, waiters } = self.core.inflight.claim(missing);
         // Context for the keys this call fetches: the first event carrying each.
         let mut context: HashMap<Key, Vec<Option<Value>>> = HashMap::new();
-        let fields = self.lookup.context_fields();
+        let fields = self.core.lookup.context_fields();
         if !fields.is_empty() && !leaders.is_empty() {
             let leading: HashSet<&Key> = leaders.iter().map(|(k, _)| k).collect();
             for (event, key) in events.iter().zip(&keys) {
@@ -605,19 +697,20 @@ impl<L: Lookup> AsyncEnricher for LookupEnricher<L> {
                 .map(|(key, waiter)| async move { (key, waiter.wait().await) }),
         );
         let (led, waited) =
-            futures_util::future::join(self.fetch_leading(leaders, &context, ctx), wait_all).await;
+            futures_util::future::join(self.core.fetch_leading(leaders, &context, ctx), wait_all)
+                .await;
         resolved.extend(led);
         resolved.extend(waited);
 
         for (key, patch) in keys.iter().zip(out.iter_mut()) {
             let Some(key) = key else { continue };
             match resolved.get(key) {
-                Some(Ok(Some(v))) => self.merge_into(patch, v.clone()),
+                Some(Ok(Some(v))) => self.core.merge_into(patch, v.clone()),
                 Some(Ok(None)) => {}
                 Some(Err(reason)) => match stale.get(key) {
-                    Some(v) if self.stale_on_error => {
+                    Some(v) if self.core.stale_on_error => {
                         ctx.metrics().count(Counter::StaleServed, 1);
-                        self.merge_into(patch, v.clone());
+                        self.core.merge_into(patch, v.clone());
                     }
                     _ => patch.fail(reason.to_string()),
                 },

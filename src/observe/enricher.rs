@@ -30,6 +30,7 @@ pub struct EnricherMetrics {
     negative_hits: AtomicU64,
     stale_served: AtomicU64,
     singleflight_waits: AtomicU64,
+    refreshes: AtomicU64,
     fetches: AtomicU64,
     fetched_keys: AtomicU64,
     latency: Mutex<Histogram<u64>>,
@@ -49,6 +50,7 @@ struct FacadeHandles {
     negative_hits: metrics::Counter,
     stale_served: metrics::Counter,
     singleflight_waits: metrics::Counter,
+    refreshes: metrics::Counter,
     fetches: metrics::Counter,
     latency: metrics::Histogram,
     batch_size: metrics::Histogram,
@@ -79,6 +81,8 @@ pub enum Counter {
     StaleServed,
     /// A miss waited for another in-flight fetch of the same key.
     SingleflightWait,
+    /// Keys fetched again ahead of their expiry (refresh-ahead).
+    Refresh,
 }
 
 fn histogram() -> Histogram<u64> {
@@ -105,6 +109,7 @@ impl EnricherMetrics {
             negative_hits: c("fapilog_enricher_cache_negative_hits_total"),
             stale_served: c("fapilog_enricher_stale_served_total"),
             singleflight_waits: c("fapilog_enricher_singleflight_waits_total"),
+            refreshes: c("fapilog_enricher_refreshes_total"),
             fetches: c("fapilog_enricher_fetches_total"),
             latency: metrics::histogram!(
                 "fapilog_enricher_latency_seconds",
@@ -138,6 +143,7 @@ impl EnricherMetrics {
             Counter::SingleflightWait => {
                 (&self.singleflight_waits, Some(&self.m.singleflight_waits))
             }
+            Counter::Refresh => (&self.refreshes, Some(&self.m.refreshes)),
         };
         atomic.fetch_add(n, Ordering::Relaxed);
         if let Some(f) = facade {
@@ -196,6 +202,7 @@ impl EnricherMetrics {
             negative_hits: ld(&self.negative_hits),
             stale_served: ld(&self.stale_served),
             singleflight_waits: ld(&self.singleflight_waits),
+            refreshes: ld(&self.refreshes),
             fetches: ld(&self.fetches),
             fetched_keys: ld(&self.fetched_keys),
             batch_size_mean: bmean,
@@ -226,6 +233,7 @@ impl FacadeHandles {
             negative_hits: AtomicU64::new(0),
             stale_served: AtomicU64::new(0),
             singleflight_waits: AtomicU64::new(0),
+            refreshes: AtomicU64::new(0),
             fetches: AtomicU64::new(0),
             fetched_keys: AtomicU64::new(0),
             latency: Mutex::new(histogram()),
@@ -270,6 +278,8 @@ pub struct EnricherStats {
     pub stale_served: u64,
     /// Misses that waited on another in-flight fetch of the same key.
     pub singleflight_waits: u64,
+    /// Keys fetched again ahead of their expiry (refresh-ahead).
+    pub refreshes: u64,
     /// Batched fetches made (a lookup's `fetch` calls).
     pub fetches: u64,
     /// Keys requested over all fetches.
