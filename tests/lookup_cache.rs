@@ -225,7 +225,10 @@ async fn refresh_ahead_keeps_a_hot_key_fresh_without_a_miss_or_a_wait() {
     let p = h.run_keys(&enricher, "user_id", &[7]).await;
     assert_eq!(patch_field(&p[0], "user"), Some(json!({"name": "grace"})));
     let s = h.stats();
-    assert_eq!(s.cache_misses, 2, "only the first batch's two keys ever missed");
+    assert_eq!(
+        s.cache_misses, 2,
+        "only the first batch's two keys ever missed"
+    );
     assert_eq!(s.refreshes, 1);
     assert_eq!(lookup.fetches(), 2);
 

@@ -254,11 +254,14 @@ mod tests {
     async fn byte_bound_evicts_large_values() {
         // 1 MiB values, 8 MiB of cache: at most 8 of them, whatever the
         // entry bound says.
-        let c = LookupCache::new(CacheConfig {
-            max_entries: 10_000,
-            max_bytes: 8 << 20,
-            ..cfg()
-        });
+        let c = LookupCache::new(
+            CacheConfig {
+                max_entries: 10_000,
+                max_bytes: 8 << 20,
+                ..cfg()
+            },
+            Duration::ZERO,
+        );
         let big = Value::String("x".repeat(1 << 20));
         for i in 0..64i64 {
             c.insert(Key::from(i), Some(big.clone())).await;
@@ -280,10 +283,13 @@ mod tests {
 
     #[tokio::test]
     async fn size_bound_evicts() {
-        let c = LookupCache::new(CacheConfig {
-            max_entries: 50,
-            ..cfg()
-        });
+        let c = LookupCache::new(
+            CacheConfig {
+                max_entries: 50,
+                ..cfg()
+            },
+            Duration::ZERO,
+        );
         for i in 0..500i64 {
             c.insert(Key::from(i), Some(Value::from(i))).await;
         }
