@@ -188,6 +188,12 @@ pub fn builder() -> Builder {
 }
 
 /// The README's examples, compiled as doc tests.
-#[cfg(all(doctest, feature = "postgres", feature = "tower"))]
+#[cfg(all(
+    doctest,
+    feature = "postgres",
+    feature = "tower",
+    feature = "otlp",
+    feature = "redis"
+))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
