@@ -344,10 +344,15 @@ impl<L: Lookup> Core<L> {
         let calls = chunks.into_iter().map(|chunk| async move {
             // The shared tier first: what it holds needs no fetch.
             #[cfg(feature = "redis")]
-            let (chunk, mut out) = self.read_shared(chunk, guard).await;
-            // Then one instance of the fleet per key fetches it.
+            let (chunk, mut out, tier_ok) = self.read_shared(chunk, guard).await;
+            // Then one instance of the fleet per key fetches it (unless the
+            // tier did not answer: one timeout per batch is enough).
             #[cfg(feature = "redis")]
-            let chunk = self.lease_or_wait(chunk, guard, &mut out).await;
+            let chunk = if tier_ok {
+                self.lease_or_wait(chunk, guard, &mut out).await
+            } else {
+                chunk
+            };
             #[cfg(not(feature = "redis"))]
             let mut out = Vec::with_capacity(chunk.len());
             if chunk.is_empty() {
@@ -396,12 +401,18 @@ impl<L: Lookup> Core<L> {
                         out.push((key, resolution));
                     }
                     #[cfg(feature = "redis")]
-                    if let Some((tier, ns)) = &self.shared {
+                    if let Some((tier, ns)) = self.shared.as_ref().filter(|_| tier_ok) {
                         let (ttl, negative_ttl) = self.cache.ttls();
-                        tier.put_many(ns, &answered, ttl, negative_ttl).await;
+                        tier.put_many(ns, &answered, keys, ttl, negative_ttl).await;
                     }
                 }
                 Err(e) => {
+                    // Nothing to share, but the leases go: the others fetch.
+                    #[cfg(feature = "redis")]
+                    if let Some((tier, ns)) = self.shared.as_ref().filter(|_| tier_ok) {
+                        tier.put_many(ns, &[], keys, Duration::ZERO, Duration::ZERO)
+                            .await;
+                    }
                     let reason: Arc<str> = Arc::from(e.reason().as_ref());
                     for (key, tx) in chunk {
                         if guard.settle(&key, &tx) {
@@ -421,19 +432,23 @@ impl<L: Lookup> Core<L> {
     }
 
     /// Resolves the keys the shared tier holds (and caches them locally
-    /// for what is left of their TTL there); returns the others.
+    /// for what is left of their TTL there); returns the others, and
+    /// whether the tier answered.
     #[cfg(feature = "redis")]
     async fn read_shared(
         &self,
         chunk: Vec<(Key, Leader)>,
         guard: &super::singleflight::InFlightGuard<'_>,
-    ) -> (Vec<(Key, Leader)>, Vec<(Key, Resolution)>) {
+    ) -> (Vec<(Key, Leader)>, Vec<(Key, Resolution)>, bool) {
         let Some((tier, ns)) = &self.shared else {
             let n = chunk.len();
-            return (chunk, Vec::with_capacity(n));
+            return (chunk, Vec::with_capacity(n), false);
         };
         let keys: Vec<Key> = chunk.iter().map(|(k, _)| k.clone()).collect();
-        let held = tier.get_many(ns, &keys).await;
+        let Some(held) = tier.get_many(ns, &keys).await else {
+            let n = chunk.len();
+            return (chunk, Vec::with_capacity(n), false);
+        };
         let mut rest = Vec::new();
         let mut out = Vec::with_capacity(chunk.len());
         for ((key, tx), hit) in chunk.into_iter().zip(held) {
@@ -441,7 +456,7 @@ impl<L: Lookup> Core<L> {
                 rest.push((key, tx));
             }
         }
-        (rest, out)
+        (rest, out, true)
     }
 
     /// Resolves `key` with what the shared tier held for it (cached locally
@@ -557,7 +572,7 @@ impl<L: Lookup> Core<L> {
                     #[cfg(feature = "redis")]
                     if let Some((tier, ns)) = &core.shared {
                         let (ttl, negative_ttl) = core.cache.ttls();
-                        tier.put_many(ns, &answered, ttl, negative_ttl).await;
+                        tier.put_many(ns, &answered, &[], ttl, negative_ttl).await;
                     }
                 }
             }

@@ -15,8 +15,9 @@
 //! another or reach outside its namespace. Values carry a format byte; one
 //! that does not decode (or is larger than the limit) is a miss, counted.
 //!
-//! The tier has its own timeout and circuit breaker: Redis down or slow
-//! costs at most the timeout per batch until the breaker opens, and then
+//! The tier has its own timeout and circuit breaker: Redis down or
+//! unresponsive costs a batch at most one timeout (the read; the lease and
+//! the write-back are then skipped) until the breaker opens, and then
 //! nothing — lookups go straight to the source, counted — until a probe
 //! finds Redis back. No restart is needed.
 
@@ -42,6 +43,8 @@ const FOUND: u8 = b'F';
 const NOT_FOUND: u8 = b'N';
 /// Tag of a lease key (value keys are tagged `i`, `u`, `b` or `s`).
 const LEASE: char = 'l';
+/// Deletes a lease if it is still the caller's.
+const RELEASE: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
 
 /// A second cache tier in Redis; add it with
 /// [`LookupEnricherBuilder::shared`](super::LookupEnricherBuilder::shared).
@@ -102,7 +105,7 @@ impl fmt::Debug for SharedCache {
 /// | [`breaker`](Self::breaker) | `BreakerConfig::default()` |
 /// | [`max_value_bytes`](Self::max_value_bytes) | 64 KiB |
 /// | [`lease`](Self::lease) | on: held 2 s, waited for up to 250 ms |
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SharedCacheBuilder {
     url: String,
     prefix: String,
@@ -111,6 +114,18 @@ pub struct SharedCacheBuilder {
     breaker: BreakerConfig,
     max_value_bytes: usize,
     lease: Option<(Duration, Duration)>,
+}
+
+impl fmt::Debug for SharedCacheBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedCacheBuilder")
+            .field("url", &redact_url(&self.url))
+            .field("prefix", &self.prefix)
+            .field("schema_version", &self.schema_version)
+            .field("timeout", &self.timeout)
+            .field("lease", &self.lease)
+            .finish_non_exhaustive()
+    }
 }
 
 impl SharedCache {
@@ -171,13 +186,13 @@ impl SharedCache {
     }
 
     /// Reads `keys` (of the namespace `ns`): per key, what the tier holds
-    /// and how long it has left there, or `None` (a miss, an undecodable
-    /// value, or the tier unavailable — every key then).
+    /// and how long it has left there, or `None` (a miss or an undecodable
+    /// value); `None` for all when the tier did not answer.
     pub(crate) async fn get_many(
         &self,
         ns: &str,
         keys: &[Key],
-    ) -> Vec<Option<(Option<Value>, Duration)>> {
+    ) -> Option<Vec<Option<(Option<Value>, Duration)>>> {
         self.read(ns, keys, true).await
     }
 
@@ -187,7 +202,7 @@ impl SharedCache {
         ns: &str,
         keys: &[Key],
         count_misses: bool,
-    ) -> Vec<Option<(Option<Value>, Duration)>> {
+    ) -> Option<Vec<Option<(Option<Value>, Duration)>>> {
         let miss = |n: usize| {
             if count_misses {
                 self.inner
@@ -198,7 +213,7 @@ impl SharedCache {
         };
         let mut out = vec![None; keys.len()];
         if keys.is_empty() {
-            return out;
+            return Some(out);
         }
         let names: Vec<String> = keys.iter().map(|k| redis_key(ns, k)).collect();
         let mut pipe = ::redis::pipe();
@@ -210,15 +225,16 @@ impl SharedCache {
             Some(r) => r,
             None => {
                 miss(keys.len());
-                return out;
+                return None;
             }
         };
         let mut replies = replies.into_iter();
         let values = match replies.next() {
             Some(::redis::Value::Array(v)) if v.len() == keys.len() => v,
             _ => {
+                miss(keys.len());
                 self.error("redis MGET answered something else than one value per key".into());
-                return out;
+                return None;
             }
         };
         let c = &self.inner.counters;
@@ -254,21 +270,25 @@ impl SharedCache {
                 }
             }
         }
-        out
+        Some(out)
     }
 
     /// Writes what the source answered, in one pipeline: found values for
     /// `ttl`, not-found entries for `negative_ttl` (a zero TTL writes
-    /// nothing). Values over the size limit are not written.
+    /// nothing; values over the size limit are not written), and releases
+    /// this instance's leases of `fetched` (written or not: waiters then
+    /// fetch at once instead of waiting the lease out).
     pub(crate) async fn put_many(
         &self,
         ns: &str,
         entries: &[(Key, Option<Value>)],
+        fetched: &[Key],
         ttl: Duration,
         negative_ttl: Duration,
     ) {
         let mut pipe = ::redis::pipe();
         let mut n = 0u64;
+        let mut commands = 0usize;
         for (key, value) in entries {
             let ttl = if value.is_some() { ttl } else { negative_ttl };
             let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
@@ -293,14 +313,23 @@ impl SharedCache {
                 .arg("PX")
                 .arg(ms)
                 .ignore();
-            if self.inner.lease.is_some() {
-                // The value is there now: waiters read it, and the lease
-                // need not hold others off any longer.
-                pipe.cmd("DEL").arg(lease_key(ns, key)).ignore();
-            }
             n += 1;
+            commands += 1;
         }
-        if n == 0 {
+        if self.inner.lease.is_some() {
+            for key in fetched {
+                // Only a lease this instance holds: one taken over after
+                // a wait belongs to another.
+                pipe.cmd("EVAL")
+                    .arg(RELEASE)
+                    .arg(1)
+                    .arg(lease_key(ns, key))
+                    .arg(&self.inner.token)
+                    .ignore();
+                commands += 1;
+            }
+        }
+        if commands == 0 {
             return;
         }
         if self.run::<()>(&pipe).await.is_some() {
@@ -367,7 +396,12 @@ impl SharedCache {
             tokio::time::sleep(pause.min(deadline - now)).await;
             pause = (pause * 2).min(Duration::from_millis(50));
             let asked: Vec<Key> = open.iter().map(|&i| keys[i].clone()).collect();
-            let got = self.read(ns, &asked, false).await;
+            let Some(got) = self.read(ns, &asked, false).await else {
+                // The tier stopped answering: fetch the rest here.
+                c.lease_takeovers
+                    .fetch_add(open.len() as u64, Ordering::Relaxed);
+                break;
+            };
             for (&i, hit) in open.iter().zip(got) {
                 if hit.is_some() {
                     out[i] = hit;
