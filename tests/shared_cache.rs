@@ -1,8 +1,9 @@
 //! `SharedCache`, the Redis tier between a lookup enricher's local cache
 //! and its source, against a real Redis and a real PostgreSQL: a second
-//! instance is served from Redis without asking the source (one `MGET` +
-//! `PTTL` pipeline per fetch chunk, one lease pipeline, one `SET … PX`
-//! pipeline per write-back, counted by the server), leases that make the
+//! instance is served from Redis without asking the source (one claim
+//! script per fetch chunk that reads the values and leases the missing
+//! ones, one pipeline per write-back with the values and a lease-release
+//! script, counted by the server), leases that make the
 //! fleet fetch each key once, not-found entries shared for the not-found TTL,
 //! local expiry following the TTL left in Redis, hostile keys that stay
 //! data inside their namespace, foreign or garbled values treated as
@@ -356,6 +357,7 @@ fn found_json(raw: &[u8]) -> Option<Value> {
 /// commandstats`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 struct Commands {
+    eval: u64,
     mget: u64,
     pttl: u64,
     set: u64,
@@ -366,6 +368,7 @@ struct Commands {
 impl Commands {
     async fn read(conn: &mut MultiplexedConnection) -> Commands {
         Commands {
+            eval: command_calls(conn, "eval").await,
             mget: command_calls(conn, "mget").await,
             pttl: command_calls(conn, "pttl").await,
             set: command_calls(conn, "set").await,
@@ -376,6 +379,7 @@ impl Commands {
 
     fn since(self, before: Commands) -> Commands {
         Commands {
+            eval: self.eval - before.eval,
             mget: self.mget - before.mget,
             pttl: self.pttl - before.pttl,
             set: self.set - before.set,
@@ -544,9 +548,9 @@ async fn a_second_instance_is_served_from_redis_without_asking_the_source() {
     let a = Pipe::start(enricher(source_a.clone(), tier()).build()).await;
     let b = Pipe::start(enricher(source_b.clone(), tier()).build()).await;
 
-    // A: 50 local misses → one MGET + 50 PTTL in one pipeline, all misses;
-    // one pipeline of 50 leases (SET … NX PX); one query to the source; one
-    // pipeline writing back 50 SET … PX (and releasing the leases).
+    // A: 50 local misses → one claim script (50 GETs, all misses, 50
+    // leases SET … NX PX); one query to the source; one pipeline writing
+    // back 50 SET … PX and releasing the leases.
     let before = Commands::read(&mut conn).await;
     let events = a.run_ids(1..=50, "a").await;
     assert_enriched(&events);
@@ -570,15 +574,16 @@ async fn a_second_instance_is_served_from_redis_without_asking_the_source() {
     assert_eq!(
         on_server,
         Commands {
-            mget: 1,
-            pttl: 50,
+            eval: 2,
+            mget: 0,
+            pttl: 0,
             set: 100,
             del: 50,
-            get: 50
+            get: 100
         },
-        "one MGET (with a PTTL per key in the same pipeline) per batch, not a GET per key; \
-         50 leases and 50 values set, the leases deleted by a script that first GETs each \
-         to check it is still this instance's"
+        "one claim script per batch (a GET per key, a lease SET for each missing one) and one \
+         release script (a GET per lease to check it is still this instance's, then DEL), \
+         with the 50 value SETs in the same pipeline"
     );
     let ns = namespace("svc", "user", 1);
     let mut values: Vec<String> = (1..=50).map(|i| name_of(&ns, &Key::Int(i))).collect();
@@ -606,13 +611,14 @@ async fn a_second_instance_is_served_from_redis_without_asking_the_source() {
     assert_eq!(
         on_server,
         Commands {
-            mget: 1,
+            eval: 1,
+            mget: 0,
             pttl: 50,
             set: 0,
             del: 0,
-            get: 0
+            get: 50
         },
-        "B only reads"
+        "B only reads: one claim script, a GET and a PTTL per key, no lease taken"
     );
     assert_eq!((sb.lease_waits, sb.lease_takeovers), (0, 0), "{sb:?}");
     assert_eq!(sb.status, HealthStatus::Up);
@@ -632,7 +638,7 @@ async fn a_second_instance_is_served_from_redis_without_asking_the_source() {
     assert_eq!(b.tier().hits, 50);
 
     // C, a third instance with smaller fetch chunks, over keys nobody has
-    // asked for: one MGET pipeline and one source query per chunk.
+    // asked for: one claim round trip and one source query per chunk.
     let c = Pipe::start(enricher(source_c.clone(), tier()).max_batch(20).build()).await;
     let before = Commands::read(&mut conn).await;
     let events = c.run_ids(51..=100, "c").await;
@@ -643,13 +649,14 @@ async fn a_second_instance_is_served_from_redis_without_asking_the_source() {
     assert_eq!(
         on_server,
         Commands {
-            mget: 3,
-            pttl: 50,
+            eval: 6,
+            mget: 0,
+            pttl: 0,
             set: 100,
             del: 50,
-            get: 50
+            get: 100
         },
-        "one MGET per chunk (the GETs are the lease-release script's)"
+        "a claim and a release script per chunk"
     );
     assert_eq!(c.tier().writes, 50);
 
@@ -1014,7 +1021,7 @@ async fn foreign_or_garbled_entries_are_misses_and_the_source_answers() {
         None,
     )
     .await;
-    // Not a string at all: MGET reads nil.
+    // Not a string at all: the claim script's GET fails for it, a miss.
     redis::cmd("RPUSH")
         .arg(name(9))
         .arg("a list")

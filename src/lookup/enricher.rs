@@ -342,87 +342,13 @@ impl<L: Lookup> Core<L> {
             chunks
         };
         let calls = chunks.into_iter().map(|chunk| async move {
-            // The shared tier first: what it holds needs no fetch.
             #[cfg(feature = "redis")]
-            let (chunk, mut out, tier_ok) = self.read_shared(chunk, guard).await;
-            // Then one instance of the fleet per key fetches it (unless the
-            // tier did not answer: one timeout per batch is enough).
-            #[cfg(feature = "redis")]
-            let chunk = if tier_ok {
-                self.lease_or_wait(chunk, guard, &mut out).await
-            } else {
-                chunk
-            };
-            #[cfg(not(feature = "redis"))]
-            let mut out = Vec::with_capacity(chunk.len());
-            if chunk.is_empty() {
-                return out;
+            if let Some((tier, ns)) = &self.shared {
+                return self
+                    .fetch_via_tier(tier, ns, chunk, context, ctx, guard)
+                    .await;
             }
-            let keys: Vec<Key> = chunk.iter().map(|(k, _)| k.clone()).collect();
-            let key_context: Vec<Vec<Option<Value>>> = keys
-                .iter()
-                .map(|k| context.get(k).cloned().unwrap_or_default())
-                .collect();
-            let (keys, key_context) = (&keys, &key_context);
-            // Counted only when the call is made (not when short-circuited).
-            let result = ctx
-                .call(async move {
-                    ctx.metrics().record_fetch(keys.len());
-                    self.lookup.fetch_with_context(keys, key_context).await
-                })
-                .await;
-            match result {
-                Ok(mut found) => {
-                    #[cfg(feature = "redis")]
-                    let mut answered: Vec<(Key, Option<Value>)> = Vec::new();
-                    for (key, tx) in chunk {
-                        let resolution = match found.remove(&key) {
-                            Some(v) if value_size(&v) > self.max_value_bytes => {
-                                // This key's answer only: not cached, and
-                                // the fetch itself succeeded.
-                                Err(Arc::from(format!(
-                                    "value larger than the {}-byte limit (max_value_bytes)",
-                                    self.max_value_bytes
-                                )))
-                            }
-                            value => {
-                                self.cache.insert(key.clone(), value.clone()).await;
-                                #[cfg(feature = "redis")]
-                                if self.shared.is_some() {
-                                    answered.push((key.clone(), value.clone()));
-                                }
-                                Ok(value)
-                            }
-                        };
-                        // Clone the outcome for waiters only if there are any.
-                        if guard.settle(&key, &tx) {
-                            let _ = tx.send(Some(resolution.clone()));
-                        }
-                        out.push((key, resolution));
-                    }
-                    #[cfg(feature = "redis")]
-                    if let Some((tier, ns)) = self.shared.as_ref().filter(|_| tier_ok) {
-                        let (ttl, negative_ttl) = self.cache.ttls();
-                        tier.put_many(ns, &answered, keys, ttl, negative_ttl).await;
-                    }
-                }
-                Err(e) => {
-                    // Nothing to share, but the leases go: the others fetch.
-                    #[cfg(feature = "redis")]
-                    if let Some((tier, ns)) = self.shared.as_ref().filter(|_| tier_ok) {
-                        tier.put_many(ns, &[], keys, Duration::ZERO, Duration::ZERO)
-                            .await;
-                    }
-                    let reason: Arc<str> = Arc::from(e.reason().as_ref());
-                    for (key, tx) in chunk {
-                        if guard.settle(&key, &tx) {
-                            let _ = tx.send(Some(Err(reason.clone())));
-                        }
-                        out.push((key, Err(reason.clone())));
-                    }
-                }
-            }
-            out
+            self.fetch_source(chunk, context, ctx, guard, false).await
         });
         futures_util::future::join_all(calls)
             .await
@@ -431,32 +357,145 @@ impl<L: Lookup> Core<L> {
             .collect()
     }
 
-    /// Resolves the keys the shared tier holds (and caches them locally
-    /// for what is left of their TTL there); returns the others, and
-    /// whether the tier answered.
-    #[cfg(feature = "redis")]
-    async fn read_shared(
+    /// Fetches a chunk's keys from the source in one call, caches and
+    /// publishes each answer; with `share`, writes the answers to the
+    /// shared tier and releases this instance's leases of them.
+    async fn fetch_source(
         &self,
         chunk: Vec<(Key, Leader)>,
+        context: &HashMap<Key, Vec<Option<Value>>>,
+        ctx: &EnrichContext,
         guard: &super::singleflight::InFlightGuard<'_>,
-    ) -> (Vec<(Key, Leader)>, Vec<(Key, Resolution)>, bool) {
-        let Some((tier, ns)) = &self.shared else {
-            let n = chunk.len();
-            return (chunk, Vec::with_capacity(n), false);
-        };
-        let keys: Vec<Key> = chunk.iter().map(|(k, _)| k.clone()).collect();
-        let Some(held) = tier.get_many(ns, &keys).await else {
-            let n = chunk.len();
-            return (chunk, Vec::with_capacity(n), false);
-        };
-        let mut rest = Vec::new();
+        share: bool,
+    ) -> Vec<(Key, Resolution)> {
         let mut out = Vec::with_capacity(chunk.len());
-        for ((key, tx), hit) in chunk.into_iter().zip(held) {
-            if let Some((key, tx)) = self.settle_from_tier(key, tx, hit, guard, &mut out).await {
-                rest.push((key, tx));
+        if chunk.is_empty() {
+            return out;
+        }
+        #[cfg(not(feature = "redis"))]
+        let _ = share;
+        let keys: Vec<Key> = chunk.iter().map(|(k, _)| k.clone()).collect();
+        let key_context: Vec<Vec<Option<Value>>> = keys
+            .iter()
+            .map(|k| context.get(k).cloned().unwrap_or_default())
+            .collect();
+        let (keys, key_context) = (&keys, &key_context);
+        // Counted only when the call is made (not when short-circuited).
+        let result = ctx
+            .call(async move {
+                ctx.metrics().record_fetch(keys.len());
+                self.lookup.fetch_with_context(keys, key_context).await
+            })
+            .await;
+        match result {
+            Ok(mut found) => {
+                #[cfg(feature = "redis")]
+                let mut answered: Vec<(Key, Option<Value>)> = Vec::new();
+                for (key, tx) in chunk {
+                    let resolution = match found.remove(&key) {
+                        Some(v) if value_size(&v) > self.max_value_bytes => {
+                            // This key's answer only: not cached, and the
+                            // fetch itself succeeded.
+                            Err(Arc::from(format!(
+                                "value larger than the {}-byte limit (max_value_bytes)",
+                                self.max_value_bytes
+                            )))
+                        }
+                        value => {
+                            self.cache.insert(key.clone(), value.clone()).await;
+                            #[cfg(feature = "redis")]
+                            if share {
+                                answered.push((key.clone(), value.clone()));
+                            }
+                            Ok(value)
+                        }
+                    };
+                    // Clone the outcome for waiters only if there are any.
+                    if guard.settle(&key, &tx) {
+                        let _ = tx.send(Some(resolution.clone()));
+                    }
+                    out.push((key, resolution));
+                }
+                #[cfg(feature = "redis")]
+                if let Some((tier, ns)) = self.shared.as_ref().filter(|_| share) {
+                    let (ttl, negative_ttl) = self.cache.ttls();
+                    tier.put_many(ns, &answered, keys, ttl, negative_ttl).await;
+                }
+            }
+            Err(e) => {
+                // Nothing to share, but the leases go: the others fetch.
+                #[cfg(feature = "redis")]
+                if let Some((tier, ns)) = self.shared.as_ref().filter(|_| share) {
+                    tier.put_many(ns, &[], keys, Duration::ZERO, Duration::ZERO)
+                        .await;
+                }
+                let reason: Arc<str> = Arc::from(e.reason().as_ref());
+                for (key, tx) in chunk {
+                    if guard.settle(&key, &tx) {
+                        let _ = tx.send(Some(Err(reason.clone())));
+                    }
+                    out.push((key, Err(reason.clone())));
+                }
             }
         }
-        (rest, out, true)
+        out
+    }
+
+    /// A chunk through the shared tier: what it holds is served; of the
+    /// rest, the keys this instance leases are fetched while it waits for
+    /// those another instance is fetching; what does not appear in time is
+    /// fetched here too. A tier that does not answer costs one timeout:
+    /// the chunk then goes to the source and nothing is shared.
+    #[cfg(feature = "redis")]
+    async fn fetch_via_tier(
+        &self,
+        tier: &super::SharedCache,
+        ns: &str,
+        chunk: Vec<(Key, Leader)>,
+        context: &HashMap<Key, Vec<Option<Value>>>,
+        ctx: &EnrichContext,
+        guard: &super::singleflight::InFlightGuard<'_>,
+    ) -> Vec<(Key, Resolution)> {
+        use super::shared::Claim;
+        let keys: Vec<Key> = chunk.iter().map(|(k, _)| k.clone()).collect();
+        let Some(claims) = tier.claim(ns, &keys).await else {
+            return self.fetch_source(chunk, context, ctx, guard, false).await;
+        };
+        let mut out = Vec::with_capacity(chunk.len());
+        let (mut mine, mut theirs) = (Vec::new(), Vec::new());
+        for ((key, tx), claim) in chunk.into_iter().zip(claims) {
+            match claim {
+                Claim::Hit(value, left) => {
+                    if let Some(back) = self
+                        .settle_from_tier(key, tx, Some((value, left)), guard, &mut out)
+                        .await
+                    {
+                        mine.push(back);
+                    }
+                }
+                Claim::Mine => mine.push((key, tx)),
+                Claim::Theirs => theirs.push((key, tx)),
+            }
+        }
+        if theirs.is_empty() {
+            out.extend(self.fetch_source(mine, context, ctx, guard, true).await);
+            return out;
+        }
+        let waited: Vec<Key> = theirs.iter().map(|(k, _)| k.clone()).collect();
+        let (fetched, appeared) = futures_util::future::join(
+            self.fetch_source(mine, context, ctx, guard, true),
+            tier.wait_for(ns, &waited),
+        )
+        .await;
+        out.extend(fetched);
+        let mut rest = Vec::new();
+        for ((key, tx), hit) in theirs.into_iter().zip(appeared) {
+            if let Some(back) = self.settle_from_tier(key, tx, hit, guard, &mut out).await {
+                rest.push(back);
+            }
+        }
+        out.extend(self.fetch_source(rest, context, ctx, guard, true).await);
+        out
     }
 
     /// Resolves `key` with what the shared tier held for it (cached locally
@@ -492,39 +531,6 @@ impl<L: Lookup> Core<L> {
         }
         out.push((key, resolution));
         None
-    }
-
-    /// Takes the shared tier's lease of each key; waits for the values of
-    /// keys another instance holds, resolving those that appear. Returns
-    /// the keys to fetch here.
-    #[cfg(feature = "redis")]
-    async fn lease_or_wait(
-        &self,
-        chunk: Vec<(Key, Leader)>,
-        guard: &super::singleflight::InFlightGuard<'_>,
-        out: &mut Vec<(Key, Resolution)>,
-    ) -> Vec<(Key, Leader)> {
-        let Some((tier, ns)) = self.shared.as_ref().filter(|(t, _)| t.leases()) else {
-            return chunk;
-        };
-        if chunk.is_empty() {
-            return chunk;
-        }
-        let keys: Vec<Key> = chunk.iter().map(|(k, _)| k.clone()).collect();
-        let mine = tier.lease_many(ns, &keys).await;
-        let (mut fetch, theirs): (Vec<_>, Vec<_>) =
-            chunk.into_iter().zip(mine).partition(|(_, mine)| *mine);
-        if theirs.is_empty() {
-            return fetch.into_iter().map(|(c, _)| c).collect();
-        }
-        let waited_keys: Vec<Key> = theirs.iter().map(|((k, _), _)| k.clone()).collect();
-        let appeared = tier.wait_for(ns, &waited_keys).await;
-        for (((key, tx), _), hit) in theirs.into_iter().zip(appeared) {
-            if let Some(unresolved) = self.settle_from_tier(key, tx, hit, guard, out).await {
-                fetch.push((unresolved, true));
-            }
-        }
-        fetch.into_iter().map(|(c, _)| c).collect()
     }
 
     /// Fetches `keys` again on a task of their own, ahead of their expiry;

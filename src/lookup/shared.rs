@@ -2,12 +2,22 @@
 //! of a service, so that the source is asked for a key once per TTL by the
 //! whole fleet instead of once per instance.
 //!
-//! A batch's local misses are read from Redis in one round trip (`MGET`,
-//! with `PTTL` in the same pipeline, so that a value read from the tier
+//! A batch's local misses are read from Redis in one round trip, with the
+//! time each has left there (`PTTL`, so that a value read from the tier
 //! expires locally when it expires there — by Redis's clock, not by the
 //! instances', which may disagree); the tier's misses go to the source in
 //! one batched fetch, and what it returns is written back in one pipeline
 //! (`SET … PX` with the TTL, not-found entries with the not-found TTL).
+//!
+//! With leases (the default) that read is a script that also takes the
+//! lease (`SET … NX PX`) of each key it finds missing, atomically: a value
+//! written (and its lease released) by another instance between a read and
+//! a lease would otherwise be fetched again. The keys this instance leased
+//! are fetched while it waits for those others hold (polling the same
+//! script: a lease that comes free is taken, and the key fetched at once);
+//! what does not appear within the wait is fetched here too. The holder
+//! releases its leases once it has fetched. (Scripts touch several keys:
+//! a single Redis, or a cluster with the tier on one slot, is assumed.)
 //!
 //! Keys are `<prefix>:<enricher>:<schema version>:<key>`, every part
 //! percent-encoded (all but `A-Z a-z 0-9 - . _`) and the key tagged with
@@ -43,8 +53,48 @@ const FOUND: u8 = b'F';
 const NOT_FOUND: u8 = b'N';
 /// Tag of a lease key (value keys are tagged `i`, `u`, `b` or `s`).
 const LEASE: char = 'l';
-/// Deletes a lease if it is still the caller's.
-const RELEASE: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
+/// Per key (value key, lease key): the value and its time left, else the
+/// lease taken for the caller, else "someone else holds it". One script, so
+/// that no instance can miss a value written between its read and its
+/// lease (a value written and its lease released in between would
+/// otherwise be fetched again). `pcall`: a key of another type is a miss.
+const CLAIM: &str = r#"
+local out = {}
+for i = 1, #KEYS, 2 do
+  local v = redis.pcall('GET', KEYS[i])
+  if type(v) == 'table' then v = false end
+  local t = -2
+  if v then t = redis.call('PTTL', KEYS[i]) end
+  if v and t > 0 then
+    out[#out + 1] = {1, v, t}
+  elseif redis.call('SET', KEYS[i + 1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+    out[#out + 1] = {2}
+  else
+    out[#out + 1] = {0}
+  end
+end
+return out
+"#;
+
+/// What the tier said of one key of a batch.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Claim {
+    /// It holds this (a value, or `None`: not found) for `Duration` more.
+    Hit(Option<Value>, Duration),
+    /// Fetch it here (this instance holds its lease, or leases are off).
+    Mine,
+    /// Another instance is fetching it: wait for its value.
+    Theirs,
+}
+
+/// Deletes the leases that are still the caller's.
+const RELEASE: &str = r#"
+local n = 0
+for i = 1, #KEYS do
+  if redis.call('GET', KEYS[i]) == ARGV[1] then n = n + redis.call('DEL', KEYS[i]) end
+end
+return n
+"#;
 
 /// A second cache tier in Redis; add it with
 /// [`LookupEnricherBuilder::shared`](super::LookupEnricherBuilder::shared).
@@ -101,7 +151,7 @@ impl fmt::Debug for SharedCache {
 /// | --- | --- |
 /// | [`prefix`](Self::prefix) | `fapilog` |
 /// | [`schema_version`](Self::schema_version) | 1 |
-/// | [`timeout`](Self::timeout) | 100 ms per round trip (connecting included) |
+/// | [`timeout`](Self::timeout) | 250 ms per round trip (connecting included) |
 /// | [`breaker`](Self::breaker) | `BreakerConfig::default()` |
 /// | [`max_value_bytes`](Self::max_value_bytes) | 64 KiB |
 /// | [`lease`](Self::lease) | on: held 2 s, waited for up to 250 ms |
@@ -135,7 +185,7 @@ impl SharedCache {
             url: url.into(),
             prefix: "fapilog".to_owned(),
             schema_version: 1,
-            timeout: Duration::from_millis(100),
+            timeout: Duration::from_millis(250),
             breaker: BreakerConfig::default(),
             max_value_bytes: 64 * 1024,
             lease: Some((Duration::from_secs(2), Duration::from_millis(250))),
@@ -185,18 +235,10 @@ impl SharedCache {
         ns
     }
 
-    /// Reads `keys` (of the namespace `ns`): per key, what the tier holds
-    /// and how long it has left there, or `None` (a miss or an undecodable
-    /// value); `None` for all when the tier did not answer.
-    pub(crate) async fn get_many(
-        &self,
-        ns: &str,
-        keys: &[Key],
-    ) -> Option<Vec<Option<(Option<Value>, Duration)>>> {
-        self.read(ns, keys, true).await
-    }
-
-    /// `get_many`, counting misses or not (a wait's polls are not misses).
+    /// Reads `keys` (of the namespace `ns`) with `MGET` and `PTTL` in one
+    /// pipeline: per key, what the tier holds and for how long, or `None`
+    /// (a miss or an undecodable value); `None` for all when the tier did
+    /// not answer. Misses are counted or not (a wait's polls are not).
     async fn read(
         &self,
         ns: &str,
@@ -316,18 +358,17 @@ impl SharedCache {
             n += 1;
             commands += 1;
         }
-        if self.inner.lease.is_some() {
+        if self.inner.lease.is_some() && !fetched.is_empty() {
+            // Only leases this instance holds: one taken over after a wait
+            // belongs to another.
+            let mut cmd = ::redis::cmd("EVAL");
+            cmd.arg(RELEASE).arg(fetched.len());
             for key in fetched {
-                // Only a lease this instance holds: one taken over after
-                // a wait belongs to another.
-                pipe.cmd("EVAL")
-                    .arg(RELEASE)
-                    .arg(1)
-                    .arg(lease_key(ns, key))
-                    .arg(&self.inner.token)
-                    .ignore();
-                commands += 1;
+                cmd.arg(lease_key(ns, key));
             }
+            cmd.arg(&self.inner.token);
+            pipe.add_command(cmd).ignore();
+            commands += 1;
         }
         if commands == 0 {
             return;
@@ -337,39 +378,98 @@ impl SharedCache {
         }
     }
 
-    /// Whether leases are on.
-    pub(crate) fn leases(&self) -> bool {
-        self.inner.lease.is_some()
+    /// Reads a batch's keys and, with leases on, takes the lease of each
+    /// one missing, in one round trip; `None` when the tier did not answer.
+    pub(crate) async fn claim(&self, ns: &str, keys: &[Key]) -> Option<Vec<Claim>> {
+        self.claim_counted(ns, keys, true).await
     }
 
-    /// Takes the lease of each key nobody holds; per key, whether this
-    /// instance should fetch it: it took the lease, or the tier could not
-    /// say (then everyone fetches, as without a tier).
-    pub(crate) async fn lease_many(&self, ns: &str, keys: &[Key]) -> Vec<bool> {
+    async fn claim_counted(
+        &self,
+        ns: &str,
+        keys: &[Key],
+        count_misses: bool,
+    ) -> Option<Vec<Claim>> {
         let Some((hold, _)) = self.inner.lease else {
-            return vec![true; keys.len()];
+            let held = self.read(ns, keys, count_misses).await?;
+            return Some(
+                held.into_iter()
+                    .map(|h| match h {
+                        Some((v, left)) => Claim::Hit(v, left),
+                        None => Claim::Mine,
+                    })
+                    .collect(),
+            );
         };
-        let mut pipe = ::redis::pipe();
+        if keys.is_empty() {
+            return Some(Vec::new());
+        }
         let ms = u64::try_from(hold.as_millis()).unwrap_or(u64::MAX).max(1);
+        let mut cmd = ::redis::cmd("EVAL");
+        cmd.arg(CLAIM).arg(keys.len() * 2);
         for key in keys {
-            pipe.cmd("SET")
-                .arg(lease_key(ns, key))
-                .arg(&self.inner.token)
-                .arg("NX")
-                .arg("PX")
-                .arg(ms);
+            cmd.arg(redis_key(ns, key)).arg(lease_key(ns, key));
         }
-        match self.run::<Vec<::redis::Value>>(&pipe).await {
-            Some(replies) if replies.len() == keys.len() => replies
-                .into_iter()
-                .map(|r| !matches!(r, ::redis::Value::Nil))
-                .collect(),
-            _ => vec![true; keys.len()],
-        }
+        cmd.arg(&self.inner.token).arg(ms);
+        let mut pipe = ::redis::pipe();
+        pipe.add_command(cmd);
+        let replies: Vec<::redis::Value> = self.run(&pipe).await?;
+        let c = &self.inner.counters;
+        let miss = |n: u64| {
+            if count_misses {
+                c.misses.fetch_add(n, Ordering::Relaxed);
+            }
+        };
+        let answers = match replies.into_iter().next() {
+            Some(::redis::Value::Array(a)) if a.len() == keys.len() => a,
+            _ => {
+                miss(keys.len() as u64);
+                self.error("the shared cache's claim script answered something unexpected".into());
+                return None;
+            }
+        };
+        let claims = answers
+            .into_iter()
+            .map(|answer| {
+                let ::redis::Value::Array(parts) = answer else {
+                    miss(1);
+                    return Claim::Mine;
+                };
+                let mut parts = parts.into_iter();
+                match (parts.next(), parts.next(), parts.next()) {
+                    (
+                        Some(::redis::Value::Int(1)),
+                        Some(::redis::Value::BulkString(b)),
+                        Some(::redis::Value::Int(ms)),
+                    ) if ms > 0 => match self.decode(&b) {
+                        Some(v) => {
+                            c.hits.fetch_add(1, Ordering::Relaxed);
+                            Claim::Hit(v, Duration::from_millis(ms as u64))
+                        }
+                        None => {
+                            c.undecodable.fetch_add(1, Ordering::Relaxed);
+                            miss(1);
+                            Claim::Mine
+                        }
+                    },
+                    (Some(::redis::Value::Int(0)), ..) => {
+                        miss(1);
+                        Claim::Theirs
+                    }
+                    _ => {
+                        miss(1);
+                        Claim::Mine
+                    }
+                }
+            })
+            .collect();
+        Some(claims)
     }
 
-    /// Waits (polling) for another instance's values of `keys`, up to the
-    /// lease wait; per key what appeared, `None` for those to fetch here.
+    /// Waits for the values of `keys`, whose leases other instances hold,
+    /// polling up to the lease wait. Per key: the value that appeared, or
+    /// `None` to fetch here — the lease came free (its holder failed or
+    /// wrote nothing, and this instance took it) or the wait ran out.
     pub(crate) async fn wait_for(
         &self,
         ns: &str,
@@ -381,12 +481,9 @@ impl SharedCache {
         let wait = self.inner.lease.map_or(Duration::ZERO, |(_, w)| w);
         let deadline = tokio::time::Instant::now() + wait;
         let mut out: Vec<Option<(Option<Value>, Duration)>> = vec![None; keys.len()];
-        let mut pause = Duration::from_millis(5);
-        loop {
-            let open: Vec<usize> = (0..keys.len()).filter(|&i| out[i].is_none()).collect();
-            if open.is_empty() {
-                break;
-            }
+        let mut open: Vec<usize> = (0..keys.len()).collect();
+        let mut pause = Duration::from_millis(2);
+        while !open.is_empty() {
             let now = tokio::time::Instant::now();
             if now >= deadline {
                 c.lease_takeovers
@@ -394,19 +491,24 @@ impl SharedCache {
                 break;
             }
             tokio::time::sleep(pause.min(deadline - now)).await;
-            pause = (pause * 2).min(Duration::from_millis(50));
+            pause = (pause * 2).min(Duration::from_millis(25));
             let asked: Vec<Key> = open.iter().map(|&i| keys[i].clone()).collect();
-            let Some(got) = self.read(ns, &asked, false).await else {
+            let Some(claims) = self.claim_counted(ns, &asked, false).await else {
                 // The tier stopped answering: fetch the rest here.
                 c.lease_takeovers
                     .fetch_add(open.len() as u64, Ordering::Relaxed);
                 break;
             };
-            for (&i, hit) in open.iter().zip(got) {
-                if hit.is_some() {
-                    out[i] = hit;
+            let mut still = Vec::new();
+            for (&i, claim) in open.iter().zip(claims) {
+                match claim {
+                    Claim::Hit(v, left) => out[i] = Some((v, left)),
+                    // Free now, and taken: fetch it here, at once.
+                    Claim::Mine => {}
+                    Claim::Theirs => still.push(i),
                 }
             }
+            open = still;
         }
         out
     }
@@ -512,7 +614,9 @@ impl SharedCacheBuilder {
     }
 
     /// Longest one round trip to Redis may take, connecting included
-    /// (default 100 ms). Past it the batch goes to the source.
+    /// (default 250 ms: a loaded Redis is still faster than a database,
+    /// and a tier that times out too eagerly opens its breaker and stops
+    /// sharing). Past it the batch goes to the source.
     #[must_use]
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
