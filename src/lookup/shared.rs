@@ -154,7 +154,7 @@ impl fmt::Debug for SharedCache {
 /// | [`timeout`](Self::timeout) | 250 ms per round trip (connecting included) |
 /// | [`breaker`](Self::breaker) | `BreakerConfig::default()` |
 /// | [`max_value_bytes`](Self::max_value_bytes) | 64 KiB |
-/// | [`lease`](Self::lease) | on: held 2 s, waited for up to 250 ms |
+/// | [`lease`](Self::lease) | on: held 2 s, waited for up to 400 ms (below the default 500 ms call timeout) |
 #[derive(Clone)]
 pub struct SharedCacheBuilder {
     url: String,
@@ -188,7 +188,7 @@ impl SharedCache {
             timeout: Duration::from_millis(250),
             breaker: BreakerConfig::default(),
             max_value_bytes: 64 * 1024,
-            lease: Some((Duration::from_secs(2), Duration::from_millis(250))),
+            lease: Some((Duration::from_secs(2), Duration::from_millis(400))),
         }
     }
 
