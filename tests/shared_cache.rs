@@ -1605,3 +1605,64 @@ fn the_builder_does_not_show_the_password_either() {
     let shown = format!("{builder:?}");
     assert!(!shown.contains("hunter2"), "{shown}");
 }
+
+/// A lease whose holder crashed mid-fetch (taken here by hand, as another
+/// instance's, never released) costs the others one lease wait, not an
+/// outage: they wait for a value that does not come, then fetch the key
+/// themselves, counted as takeovers. Keys leased by nobody are fetched at
+/// once meanwhile.
+#[tokio::test]
+async fn a_crashed_lease_holder_costs_one_wait() {
+    let url = redis_url();
+    let mut conn = shared().await;
+    let prefix = unique_prefix("shared_lease_crash");
+    let _keys = cleanup(&url, &prefix);
+    let table = Table::users("fl_sc_lease_crash", 20).await;
+    let wait = Duration::from_millis(300);
+    let tier = SharedCache::redis(&url)
+        .prefix(&prefix)
+        .lease(Duration::from_secs(30), wait)
+        .build()
+        .unwrap();
+    // The crashed instance's lease of key 3, with 30 s left.
+    let ns = namespace(&prefix, "user", 1);
+    let value_name = name_of(&ns, &Key::Int(3));
+    let lease_name = format!("{ns}l{}", &value_name[ns.len()..]);
+    redis::cmd("SET")
+        .arg(&lease_name)
+        .arg("crashed-instance")
+        .arg("PX")
+        .arg(30_000)
+        .query_async::<()>(&mut conn)
+        .await
+        .expect("SET lease");
+
+    let source = table.lookup();
+    let p = Pipe::start(enricher(source.clone(), tier).build()).await;
+    let started = Instant::now();
+    let events = p.run_ids(1..=5, "after a crash").await;
+    let took = started.elapsed();
+    assert_enriched(&events);
+    assert!(
+        took >= wait && took < wait * 4,
+        "one lease wait ({wait:?}), not the 30 s lease: {took:?}"
+    );
+    let s = p.tier();
+    assert_eq!((s.lease_waits, s.lease_takeovers), (1, 1), "{s:?}");
+    assert_eq!(source.fetches(), 2, "keys 1, 2, 4, 5 at once, then key 3");
+    // Key 3's value is shared now for the next instance; the crashed
+    // instance's lease is not this instance's to release.
+    let raw: Option<Vec<u8>> = redis::cmd("GET")
+        .arg(&value_name)
+        .query_async(&mut conn)
+        .await
+        .expect("GET");
+    assert_eq!(raw.as_deref().and_then(found_json), Some(user(3)));
+    let lease: Option<String> = redis::cmd("GET")
+        .arg(&lease_name)
+        .query_async(&mut conn)
+        .await
+        .expect("GET");
+    assert_eq!(lease.as_deref(), Some("crashed-instance"));
+    p.finish().await;
+}
