@@ -38,6 +38,13 @@
 //!   the cache.
 //! * `no_enricher`: the same pipeline with no enricher, for the caller's
 //!   cost of a log call when nothing is enriched.
+//! * `db_limit`: no pipeline: the cold ids fetched straight with sqlx on a
+//!   pool of the same settings, `max_batch` (100) keys per query with the
+//!   cold run's query, as many queries in flight as the pool has
+//!   connections, rows decoded into `(i64, String, String)` and nothing
+//!   else, on one current-thread runtime (as the worker is): the
+//!   database's own batched-lookup rate, the limit `cold_batching` is
+//!   compared with in the same run. Its "worker" CPU is that thread's.
 //! * `no_enricher_held`: no enricher, but the sink holds the worker until
 //!   the last log call has returned, so the queue fills up as it does behind
 //!   an enricher slower than the caller (a backlog makes the caller allocate
@@ -109,7 +116,8 @@ const BATCHING: &str = "cache_batching";
 const COLD: &str = "cold_batching";
 const NONE: &str = "no_enricher";
 const HELD: &str = "no_enricher_held";
-const SETUPS: [&str; 6] = [PER_EVENT, NO_BATCHING, BATCHING, COLD, NONE, HELD];
+const DB_LIMIT: &str = "db_limit";
+const SETUPS: [&str; 7] = [PER_EVENT, NO_BATCHING, BATCHING, COLD, NONE, HELD, DB_LIMIT];
 
 /// Rows of `bench_users`.
 const ROWS: i64 = 100_000;
@@ -521,8 +529,21 @@ fn print_table(setups: &[String], runs: &[Run], full: bool) {
         let verdict = judge(eps >= GOAL_COLD_EPS);
         println!("cold (c) {COLD}: {eps:.0} events/s (goal >= {GOAL_COLD_EPS:.0}: {verdict})");
     }
+    if has(COLD) && has(DB_LIMIT) {
+        println!(
+            "cold (c) {COLD} / {DB_LIMIT}: {:.2}x of the database's own batched-lookup rate ({:.0} vs {:.0} rows/s); CPU per event {:.2} us (worker) vs {:.2} us (sqlx alone)",
+            med(COLD, "events_per_s") / med(DB_LIMIT, "events_per_s"),
+            med(COLD, "events_per_s"),
+            med(DB_LIMIT, "events_per_s"),
+            med(COLD, "worker_cpu_us_per_event"),
+            med(DB_LIMIT, "worker_cpu_us_per_event"),
+        );
+    }
     for base in [NONE, HELD].into_iter().filter(|b| has(b)) {
-        for setup in setups.iter().filter(|s| *s != NONE && *s != HELD && has(s)) {
+        for setup in setups
+            .iter()
+            .filter(|s| *s != NONE && *s != HELD && *s != DB_LIMIT && has(s))
+        {
             println!(
                 "caller per log call, {setup} vs {base}: p50 {:.0} vs {:.0} ns, p99 {:.0} vs {:.0} ns, minor page faults {:.0} vs {:.0}",
                 med(setup, "caller_p50_ns"),
@@ -537,6 +558,9 @@ fn print_table(setups: &[String], runs: &[Run], full: bool) {
 }
 
 fn child(setup: &str, events: usize, knobs: Knobs) -> ExitCode {
+    if setup == DB_LIMIT {
+        return db_limit(events, knobs);
+    }
     let url = pg_url();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -693,6 +717,77 @@ fn child(setup: &str, events: usize, knobs: Knobs) -> ExitCode {
         quantile(&caller_ns, 0.99),
         quantile(&caller_ns, 0.999),
         caller_ns.last().copied().unwrap_or(0),
+    );
+    ExitCode::SUCCESS
+}
+
+/// The `db_limit` setup: the cold ids fetched straight with sqlx, batched
+/// and concurrent as the enricher would, nothing else.
+fn db_limit(events: usize, knobs: Knobs) -> ExitCode {
+    use futures_util::StreamExt;
+    let url = pg_url();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let admin = rt.block_on(connect(&url));
+    let ids = cold_ids(events);
+    let s = knobs.pool();
+    let pool = rt
+        .block_on(
+            PgPoolOptions::new()
+                .max_connections(s.max_connections)
+                .min_connections(s.min_connections)
+                .acquire_timeout(s.acquire_timeout)
+                .test_before_acquire(s.test_before_acquire)
+                .connect(&url),
+        )
+        .expect("pool");
+    let batch = knobs.max_batch.unwrap_or(100).max(1);
+    let in_flight = s.max_connections.max(1) as usize;
+    let server_before = rt.block_on(server_queries(&admin));
+    let sched_before = thread_schedstat().unwrap_or((0, 0));
+    let t0 = Instant::now();
+    let (rows, queries, wrong) = rt.block_on(async {
+        let results = futures_util::stream::iter(ids.chunks(batch))
+            .map(|chunk| {
+                let pool = &pool;
+                async move {
+                    let rows: Vec<(i64, String, String)> = sqlx::query_as(COLD_QUERY)
+                        .bind(chunk)
+                        .fetch_all(pool)
+                        .await
+                        .expect("batched lookup");
+                    let wrong = rows
+                        .iter()
+                        .filter(|(id, name, _)| *name != format!("user {id}"))
+                        .count();
+                    (rows.len(), wrong)
+                }
+            })
+            .buffer_unordered(in_flight)
+            .collect::<Vec<_>>()
+            .await;
+        let rows: usize = results.iter().map(|r| r.0).sum();
+        let wrong: usize = results.iter().map(|r| r.1).sum();
+        (rows, results.len(), wrong)
+    });
+    let secs = t0.elapsed().as_secs_f64();
+    let sched_after = thread_schedstat().unwrap_or((0, 0));
+    let server = rt.block_on(server_queries(&admin)) - server_before;
+    if rows != events || wrong != 0 || server != queries as i64 {
+        eprintln!(
+            "{DB_LIMIT}: {rows} rows for {events} ids, {wrong} wrong, server counted {server} queries, client {queries}"
+        );
+        return ExitCode::FAILURE;
+    }
+    let cpu = sched_after.0.saturating_sub(sched_before.0) as f64 / 1e9;
+    let runq = sched_after.1.saturating_sub(sched_before.1) as f64 / 1e9;
+    let n = events as u64;
+    println!(
+        "RESULT setup={DB_LIMIT} events={n} secs={secs:.6} events_per_s={:.1} log_secs=0 worker_cpu_s={cpu:.3} worker_runq_s={runq:.3} worker_cpu_us_per_event={:.2} caller_minor_faults=0 caller_runq_ms=0 client_queries={queries} server_queries={server} fetched_keys={n} cache_hits=0 cache_misses=0 singleflight_waits=0 fetch_p50_us=0 fetch_p99_us=0 caller_p50_ns=0 caller_p99_ns=0 caller_p999_ns=0 caller_max_ns=0",
+        n as f64 / secs,
+        cpu * 1e6 / n as f64,
     );
     ExitCode::SUCCESS
 }
