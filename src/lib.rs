@@ -57,10 +57,10 @@
 //! | --- | --- |
 //! | *(root)* | [`builder()`], [`Builder`], [`Guard`], [`FapilogLayer`], [`Event`], [`Overflow`], [`Settings`], errors |
 //! | [`enrich`] | [`Enricher`] (sync) and [`AsyncEnricher`], [`Patch`](enrich::Patch), [`EnrichContext`](enrich::EnrichContext), [`EnricherOptions`](enrich::EnricherOptions), built-in static fields, hostname, pid |
-//! | [`lookup`] | [`Lookup`](lookup::Lookup) ("fetch many keys") and [`LookupEnricher`](lookup::LookupEnricher): cache, single-flight, batching, guarded calls |
+//! | [`lookup`] | [`Lookup`](lookup::Lookup) ("fetch many keys") and [`LookupEnricher`](lookup::LookupEnricher): cache, single-flight, batching, guarded calls, refresh-ahead; `SharedCache` (feature `redis`), a Redis tier shared by a fleet |
 //! | [`sources`] | [`SqlLookup`](sources::SqlLookup), [`HttpLookup`](sources::HttpLookup), [`RedisLookup`](sources::RedisLookup), a feature each |
 //! | [`resilience`] | [`BreakerConfig`](resilience::BreakerConfig) and [`FailurePolicy`](resilience::FailurePolicy) of the circuit breaker guarding each async enricher |
-//! | [`sink`] | [`Sink`], stdout (JSON or pretty) and rotating files |
+//! | [`sink`] | [`Sink`], stdout (JSON or pretty), rotating files, and `OtlpSink` (feature `otlp`) |
 //! | [`observe`] | [`Stats`], [`ShutdownReport`], per-enricher counters and health, the `metrics` facade |
 //! | [`config`] | [`Settings`] from TOML and `FAPILOG__…` environment variables |
 //! | `middleware` | `RequestLayer` (feature `tower`): a request id, a trace context, a span and one access record for every HTTP request |
@@ -82,7 +82,8 @@
 //! | `mysql` | `SqlLookup` on MySQL and MariaDB | no |
 //! | `sql` | all three databases | no |
 //! | `http` | [`HttpLookup`](sources::HttpLookup): JSON APIs through one shared `reqwest` client (rustls) | no |
-//! | `redis` | [`RedisLookup`](sources::RedisLookup): `MGET` and pipelined `HGETALL` through a reconnecting connection manager | no |
+//! | `redis` | [`RedisLookup`](sources::RedisLookup): `MGET` and pipelined `HGETALL` through a reconnecting connection manager; `lookup::SharedCache`, a cache tier in Redis shared by every instance | no |
+//! | `otlp` | `OtlpSink`: records to an OpenTelemetry Collector over OTLP/gRPC or OTLP/HTTP (protobuf), with a bounded retry buffer | no |
 //! | `tower` | `middleware::RequestLayer`, a `tower` layer for axum, tonic and hyper services: request ids, W3C trace context, a `request` span and access records | no |
 //! | `opentelemetry` | records carry the trace and span ids of the `tracing-opentelemetry` span they were logged in (without it, ids come from `traceparent` fields) | no |
 //!

@@ -3,9 +3,10 @@
 //! Why a buffer of its own: a collector that is down, restarting or
 //! shedding load (`UNAVAILABLE`, 429, 503 with `Retry-After`) must not slow
 //! the pipeline, let alone the caller. `write_batch` only encodes and
-//! queues; the export task sends one request at a time, in order, and
-//! retries it with backoff for as long as the collector refuses it for
-//! now (up to `give_up_after`). While it waits, new records queue behind
+//! queues; the export task sends the queue in requests, oldest first, up
+//! to two at a time (so records of different requests may arrive out of
+//! order; each has its timestamp), and retries each with backoff for as
+//! long as the collector refuses it for now (up to `give_up_after`). While it waits, new records queue behind
 //! it up to the buffer's bounds (events and bytes, in flight included);
 //! records that find it full are counted as undelivered at once. Every
 //! record is, in the end, counted for this sink as written or undelivered.

@@ -13,21 +13,7 @@
 //! generated messages and gRPC client of `opentelemetry-proto`, tonic, and
 //! reqwest.
 //!
-//! # Mapping
-//!
-//! | OTLP | from |
-//! | --- | --- |
-//! | resource | `service.name`, `service.version`, `deployment.environment.name`, `host.name`, `telemetry.sdk.*`, then user attributes and `OTEL_RESOURCE_ATTRIBUTES` |
-//! | scope | the event's target |
-//! | `time_unix_nano`, `observed_time_unix_nano` | the event's timestamp (taken at the log call) |
-//! | `severity_number` / `severity_text` | TRACE 1, DEBUG 5, INFO 9, WARN 13, ERROR 17 / the level's name |
-//! | `body` | the message, a string |
-//! | attributes | the event's fields by name; span fields as `span.<span name>.<field>` (of spans of one name, the innermost); enriched values by name, nested objects as key-value lists; `enrichment_errors` as a key-value list `enricher → reason`; `code.file.path`, `code.line.number`, `code.namespace` (module path), `thread.name`, `thread.id` |
-//! | `trace_id`, `span_id`, `flags` | the event's trace context (from `tracing-opentelemetry` or a `traceparent` field) |
-//!
-//! The pipeline's `service`, `version`, `environment` and `hostname`
-//! fields are the resource's defaults, and are left out of a record's
-//! attributes where they equal the resource's.
+//! The mapping of events to OTLP records is documented on [`OtlpSink`].
 
 use std::fmt;
 use std::sync::Arc;
@@ -642,17 +628,33 @@ impl Config {
     }
 }
 
-/// Writes records to an OTLP collector; see the [module docs](self) for
-/// the mapping and [`OtlpSinkBuilder`] for the settings.
+/// Writes records to an OTLP collector; see [`OtlpSinkBuilder`] for the
+/// settings.
 ///
 /// `write_batch` encodes and queues, and returns at once; a task of the
-/// sink's sends the queue, one request at a time, retrying what the
+/// sink's sends the queue, two requests at a time, retrying what the
 /// collector refuses for now. What the collector accepted counts as
 /// written; what it rejected (a partial success), what it refused for
 /// good, what was given up on and what found the buffer full counts as
 /// undelivered — in [`SinkStats`](crate::SinkStats), with the sink's
 /// `status` and `buffered` records. At shutdown the sink sends what it
 /// holds until the shutdown deadline.
+///
+/// # Mapping
+///
+/// | OTLP | from |
+/// | --- | --- |
+/// | resource | `service.name`, `service.version`, `deployment.environment.name`, `host.name`, `telemetry.sdk.*`, then user attributes and `OTEL_RESOURCE_ATTRIBUTES` |
+/// | scope | the event's target |
+/// | `time_unix_nano`, `observed_time_unix_nano` | the event's timestamp (taken at the log call) |
+/// | `severity_number` / `severity_text` | TRACE 1, DEBUG 5, INFO 9, WARN 13, ERROR 17 / the level's name |
+/// | `body` | the message, a string |
+/// | attributes | the event's fields by name; span fields as `span.<span name>.<field>` (of spans of one name, the innermost); enriched values by name, nested objects as key-value lists; `enrichment_errors` as a key-value list `enricher → reason`; `code.file.path`, `code.line.number`, `code.namespace` (module path), `thread.name`, `thread.id` |
+/// | `trace_id`, `span_id`, `flags` | the event's trace context (from `tracing-opentelemetry` or a `traceparent` field) |
+///
+/// The pipeline's `service`, `version`, `environment` and `hostname`
+/// fields are the resource's defaults, and are left out of a record's
+/// attributes where they equal the resource's.
 pub struct OtlpSink {
     config: Arc<Config>,
     prepared: Option<Prepared>,
