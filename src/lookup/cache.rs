@@ -108,7 +108,7 @@ pub(crate) struct CacheConfig {
 }
 
 pub(crate) struct LookupCache {
-    inner: moka::future::Cache<Key, Entry>,
+    inner: moka::future::Cache<Key, Entry, foldhash::fast::RandomState>,
     cfg: CacheConfig,
     /// Values read this long before their TTL ends are `Refresh`.
     refresh_window: Duration,
@@ -139,7 +139,7 @@ impl LookupCache {
                     .min(FOREVER),
                 ttl_not_found: cfg.negative_ttl.min(FOREVER),
             })
-            .build();
+            .build_with_hasher(foldhash::fast::RandomState::default());
         LookupCache {
             inner,
             cfg,

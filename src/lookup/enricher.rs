@@ -2,8 +2,8 @@
 //! the cache, single-flight, batching, guarded calls and metrics described
 //! in the [module docs](super).
 
+use super::{FastMap as HashMap, FastSet as HashSet};
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -304,7 +304,7 @@ impl<L: Lookup> LookupEnricherBuilder<L> {
         let refresh_window = self.refresh_window;
         LookupEnricher {
             core: Arc::new(Core {
-                refreshing: std::sync::Mutex::new(HashSet::new()),
+                refreshing: std::sync::Mutex::new(HashSet::default()),
                 #[cfg(feature = "redis")]
                 shared,
                 stale_on_error: self.cache.max_stale.is_some(),
@@ -654,11 +654,11 @@ impl<L: Lookup> AsyncEnricher for LookupEnricher<L> {
                 })
             })
             .collect();
-        let mut resolved: HashMap<Key, Resolution> = HashMap::new();
-        let mut stale: HashMap<Key, Value> = HashMap::new();
+        let mut resolved: HashMap<Key, Resolution> = HashMap::default();
+        let mut stale: HashMap<Key, Value> = HashMap::default();
         let mut missing: Vec<Key> = Vec::new();
         let mut refresh: Vec<Key> = Vec::new();
-        let mut seen: HashSet<&Key> = HashSet::new();
+        let mut seen: HashSet<&Key> = HashSet::default();
         for key in keys.iter().flatten() {
             if !seen.insert(key) {
                 continue;
@@ -696,7 +696,7 @@ impl<L: Lookup> AsyncEnricher for LookupEnricher<L> {
         // Single-flight: lead the keys nobody is fetching, wait for the rest.
         let Claim { leaders, waiters } = self.core.inflight.claim(missing);
         // Context for the keys this call fetches: the first event carrying each.
-        let mut context: HashMap<Key, Vec<Option<Value>>> = HashMap::new();
+        let mut context: HashMap<Key, Vec<Option<Value>>> = HashMap::default();
         let fields = self.core.lookup.context_fields();
         if !fields.is_empty() && !leaders.is_empty() {
             let leading: HashSet<&Key> = leaders.iter().map(|(k, _)| k).collect();

@@ -2,7 +2,7 @@
 //! concurrent miss for the same key waits for that fetch instead of making
 //! its own.
 
-use std::collections::{HashMap, HashSet};
+use super::{FastMap as HashMap, FastSet as HashSet};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
