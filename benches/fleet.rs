@@ -103,6 +103,8 @@
 //!   defaults; `--tier-timeout-ms N` sets the tier's timeout per round trip
 //!   (default 250 ms), to see what the instances' load on Redis does to it.
 
+#[path = "support/pg.rs"]
+mod pg;
 mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -115,11 +117,7 @@ use fapilog::Overflow;
 use fapilog::enrich::EnricherOptions;
 use fapilog::lookup::{LookupEnricher, SharedCache};
 use fapilog::sources::{PoolSettings, SqlLookup};
-use rand::SeedableRng;
-use rand::rngs::Xoshiro256PlusPlus;
-use rand::seq::SliceRandom;
-use rand_distr::{Distribution, Zipf};
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::PgPool;
 use sqlx::{AssertSqlSafe, Executor};
 use support::{Args, CheckingSink, Run, Tally, median, quantile};
 use tracing_subscriber::Layer;
@@ -155,12 +153,6 @@ const GOAL_CALLER: f64 = 1.25;
 /// The N the query goal is about.
 const GOAL_N: usize = 8;
 
-fn pg_url() -> String {
-    std::env::var("FAPILOG_BENCH_PG_URL")
-        .or_else(|_| std::env::var("FAPILOG_TEST_PG_URL"))
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
-}
-
 fn redis_url() -> String {
     std::env::var("FAPILOG_BENCH_REDIS_URL")
         .or_else(|_| std::env::var("FAPILOG_TEST_REDIS_URL"))
@@ -193,67 +185,24 @@ fn pool() -> PoolSettings {
         .test_before_acquire(false)
 }
 
+// ---------------------------------------------------------------------------
+// PostgreSQL and Redis, on the parent's side
+
+use pg::{connect, ensure_table, pg_url};
+
 /// The warm key sequence: `n` user ids in 1..=10 000, Zipf-distributed.
 fn user_ids(n: usize) -> Vec<i64> {
-    let zipf = Zipf::new(USERS as f64, ZIPF_S).expect("valid Zipf parameters");
-    let mut rng = Xoshiro256PlusPlus::seed_from_u64(SEED);
-    (0..n).map(|_| zipf.sample(&mut rng) as i64).collect()
+    support::zipf_ids(n, USERS, ZIPF_S, SEED)
 }
 
 /// The cold key sequence: ids 1..=n, each once, in a seeded random order.
 fn cold_ids(n: usize) -> Vec<i64> {
-    let mut ids: Vec<i64> = (1..=n as i64).collect();
-    ids.shuffle(&mut Xoshiro256PlusPlus::seed_from_u64(SEED));
-    ids
-}
-
-// ---------------------------------------------------------------------------
-// PostgreSQL and Redis, on the parent's side
-
-async fn connect(url: &str) -> Result<PgPool, String> {
-    PgPoolOptions::new()
-        .max_connections(1)
-        .connect(url)
-        .await
-        .map_err(|e| {
-            format!(
-                "PostgreSQL is not reachable at {url} ({e}); start it (`bash scripts/test.sh` does) or set FAPILOG_BENCH_PG_URL"
-            )
-        })
-}
-
-/// Makes `table` hold exactly ids 1..=rows (as `sql_lookup` does).
-async fn ensure_table(db: &PgPool, table: &str, rows: i64) -> Result<(), sqlx::Error> {
-    db.execute(AssertSqlSafe(format!(
-        "CREATE TABLE IF NOT EXISTS {table} (id int8 PRIMARY KEY, name text NOT NULL, tier text NOT NULL)"
-    )))
-    .await?;
-    let (n, min, max): (i64, i64, i64) = sqlx::query_as(AssertSqlSafe(format!(
-        "SELECT count(*), coalesce(min(id), 0), coalesce(max(id), 0) FROM {table}"
-    )))
-    .fetch_one(db)
-    .await?;
-    if (n, min, max) != (rows, 1, rows) {
-        println!("filling {table} with {rows} rows");
-        db.execute(AssertSqlSafe(format!("TRUNCATE {table}")))
-            .await?;
-        db.execute(AssertSqlSafe(format!(
-            "INSERT INTO {table} SELECT g, 'user ' || g, (ARRAY['gold', 'silver', 'bronze'])[g % 3 + 1] FROM generate_series(1, {rows}) g"
-        )))
-        .await?;
-        db.execute(AssertSqlSafe(format!("ANALYZE {table}")))
-            .await?;
-    }
-    Ok(())
+    support::shuffled_ids(n, SEED)
 }
 
 /// Queries counted by the server so far.
 async fn server_queries(db: &PgPool, sequence: &str) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(AssertSqlSafe(format!(
-        "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM {sequence}"
-    )))
-    .fetch_one(db)
-    .await
+    pg::counted_queries(db, sequence).await
 }
 
 fn redis_connection(url: &str) -> Result<redis::Connection, String> {

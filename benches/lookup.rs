@@ -69,9 +69,6 @@ use std::time::{Duration, Instant};
 use fapilog::enrich::{AsyncEnricher, EnrichContext, EnrichError, EnricherOptions, Patch};
 use fapilog::lookup::{Found, Key, Lookup, LookupEnricher};
 use fapilog::{Event, Overflow, Value};
-use rand::SeedableRng;
-use rand::rngs::Xoshiro256PlusPlus;
-use rand_distr::{Distribution, Zipf};
 use support::{
     Args, CheckingSink, Run, Tally, median, quantile, run_child, thread_minor_faults,
     thread_schedstat,
@@ -107,9 +104,7 @@ const GOAL_RATIO: f64 = 100.0;
 /// The fixed key sequence: `n` user ids in 1..=10 000, Zipf-distributed.
 /// A shorter sequence is a prefix of a longer one.
 fn user_ids(n: usize) -> Vec<i64> {
-    let zipf = Zipf::new(USERS as f64, ZIPF_S).expect("valid Zipf parameters");
-    let mut rng = Xoshiro256PlusPlus::seed_from_u64(SEED);
-    (0..n).map(|_| zipf.sample(&mut rng) as i64).collect()
+    support::zipf_ids(n, USERS, ZIPF_S, SEED)
 }
 
 /// What the simulated dependency knows about a user.

@@ -38,11 +38,14 @@
 //!   of 20 000 events, 1 repetition.
 //! * `--events N`, `--reps N` and `--setups a,b` override the defaults.
 
+mod support;
+
 use std::net::SocketAddr;
 use std::process::{Command, ExitCode};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
+use support::{median, vm_hwm_kib};
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse;
 use tracing_subscriber::Layer;
@@ -381,16 +384,6 @@ fn parent(setups: &[String], events: u64, reps: usize) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
 fn print_table(setups: &[String], runs: &[Run]) {
     println!(
         "\n{:<14} {:>4} {:>20} {:>18} {:>16} {:>12}",
@@ -583,16 +576,4 @@ fn child(setup: &str, events: u64, endpoint: &str) -> ExitCode {
         caller.as_nanos() as f64 / paced.max(1) as f64,
     );
     ExitCode::SUCCESS
-}
-
-/// Peak resident set size of this process, in KiB.
-fn vm_hwm_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
 }

@@ -85,6 +85,8 @@
 //!   enrichers) and `--batch-size N` (the pipeline's batch size) change one
 //!   setting for every setup, to see where the time goes.
 
+#[path = "support/pg.rs"]
+mod pg;
 mod support;
 
 use std::process::{Command, ExitCode};
@@ -96,15 +98,12 @@ use fapilog::enrich::{AsyncEnricher, EnrichContext, EnrichError, EnricherOptions
 use fapilog::lookup::LookupEnricher;
 use fapilog::sources::{PoolSettings, SqlLookup};
 use fapilog::{Event, Overflow};
-use rand::SeedableRng;
-use rand::rngs::Xoshiro256PlusPlus;
-use rand::seq::SliceRandom;
-use rand_distr::{Distribution, Zipf};
+use pg::{ensure_table, pg_url};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Executor};
 use support::{
-    Args, CheckingSink, Run, Tally, median, quantile, run_child, thread_minor_faults,
-    thread_schedstat,
+    Args, CheckingSink, Run, Tally, median, quantile, run_child, shuffled_ids, thread_minor_faults,
+    thread_schedstat, zipf_ids,
 };
 use tracing_subscriber::Layer;
 use tracing_subscriber::filter::LevelFilter;
@@ -142,12 +141,6 @@ const ONE_QUERY: &str = "SELECT id, name, tier FROM bench_users WHERE id = $1 AN
 const BATCH_QUERY: &str = "SELECT id, name, tier FROM bench_users WHERE id = ANY($1) AND (SELECT nextval('bench_users_queries')) > 0";
 /// The cold run's batch query.
 const COLD_QUERY: &str = "SELECT id, name, tier FROM bench_users_cold WHERE id = ANY($1) AND (SELECT nextval('bench_users_queries')) > 0";
-
-fn pg_url() -> String {
-    std::env::var("FAPILOG_BENCH_PG_URL")
-        .or_else(|_| std::env::var("FAPILOG_TEST_PG_URL"))
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
-}
 
 /// Settings changed from the command line, the same for every setup.
 #[derive(Debug, Clone, Copy, Default)]
@@ -203,12 +196,14 @@ impl Knobs {
     }
 }
 
+async fn connect(url: &str) -> PgPool {
+    pg::connect(url).await.unwrap_or_else(|e| panic!("{e}"))
+}
+
 /// The warm key sequence: `n` user ids in 1..=10 000, Zipf-distributed. A
 /// shorter sequence is a prefix of a longer one.
 fn user_ids(n: usize) -> Vec<i64> {
-    let zipf = Zipf::new(USERS as f64, ZIPF_S).expect("valid Zipf parameters");
-    let mut rng = Xoshiro256PlusPlus::seed_from_u64(SEED);
-    (0..n).map(|_| zipf.sample(&mut rng) as i64).collect()
+    zipf_ids(n, USERS, ZIPF_S, SEED)
 }
 
 /// The cold key sequence: ids 1..=n, each once, in a seeded random order.
@@ -217,46 +212,7 @@ fn cold_ids(n: usize) -> Vec<i64> {
         n as i64 <= COLD_ROWS,
         "the cold run has {COLD_ROWS} ids at most"
     );
-    let mut ids: Vec<i64> = (1..=n as i64).collect();
-    ids.shuffle(&mut Xoshiro256PlusPlus::seed_from_u64(SEED));
-    ids
-}
-
-async fn connect(url: &str) -> PgPool {
-    PgPoolOptions::new()
-        .max_connections(1)
-        .connect(url)
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "PostgreSQL is not reachable at {url} ({e}); start it (`bash scripts/test.sh` does) or set FAPILOG_BENCH_PG_URL"
-            )
-        })
-}
-
-/// Makes `table` hold exactly ids 1..=rows (names `user <id>`).
-async fn ensure_table(db: &PgPool, table: &str, rows: i64) -> Result<(), sqlx::Error> {
-    db.execute(AssertSqlSafe(format!(
-        "CREATE TABLE IF NOT EXISTS {table} (id int8 PRIMARY KEY, name text NOT NULL, tier text NOT NULL)"
-    )))
-    .await?;
-    let (n, min, max): (i64, i64, i64) = sqlx::query_as(AssertSqlSafe(format!(
-        "SELECT count(*), coalesce(min(id), 0), coalesce(max(id), 0) FROM {table}"
-    )))
-    .fetch_one(db)
-    .await?;
-    if (n, min, max) != (rows, 1, rows) {
-        println!("filling {table} with {rows} rows");
-        db.execute(AssertSqlSafe(format!("TRUNCATE {table}")))
-            .await?;
-        db.execute(AssertSqlSafe(format!(
-            "INSERT INTO {table} SELECT g, 'user ' || g, (ARRAY['gold', 'silver', 'bronze'])[g % 3 + 1] FROM generate_series(1, {rows}) g"
-        )))
-        .await?;
-        db.execute(AssertSqlSafe(format!("ANALYZE {table}")))
-            .await?;
-    }
-    Ok(())
+    shuffled_ids(n, SEED)
 }
 
 async fn prepare(url: &str) -> Result<(), sqlx::Error> {
@@ -273,12 +229,9 @@ async fn prepare(url: &str) -> Result<(), sqlx::Error> {
 
 /// Queries counted by the server so far.
 async fn server_queries(db: &PgPool) -> i64 {
-    sqlx::query_scalar(AssertSqlSafe(format!(
-        "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM {SEQUENCE}"
-    )))
-    .fetch_one(db)
-    .await
-    .expect("sequence readable")
+    pg::counted_queries(db, SEQUENCE)
+        .await
+        .expect("sequence readable")
 }
 
 /// (a): one query per event, awaited in order, no cache.

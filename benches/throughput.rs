@@ -32,12 +32,15 @@
 //!   of 20 000 events, 1 repetition, checking the same things.
 //! * `--events N`, `--reps N` and `--setups a,b` override the defaults.
 
+mod support;
+
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::sync::{Arc, Barrier};
 use std::time::Instant;
+use support::{median, vm_hwm_kib};
 
 use fapilog::Overflow;
 use tracing_subscriber::Layer;
@@ -154,16 +157,6 @@ fn parent(setups: &[String], events: u64, reps: usize) -> ExitCode {
     }
     print_table(setups, &runs);
     ExitCode::SUCCESS
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
 }
 
 fn print_table(setups: &[String], runs: &[Run]) {
@@ -331,18 +324,6 @@ fn child(setup: &str, events: u64) -> ExitCode {
         bytes as f64 / lines.max(1) as f64,
     );
     ExitCode::SUCCESS
-}
-
-/// Peak resident set size of this process, in KiB.
-fn vm_hwm_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 /// Counts the lines and bytes of the file, and checks that its first and last

@@ -1,5 +1,5 @@
-//! What the lookup benches share: the checking sink, per-thread counters
-//! read from `/proc`, the child processes' result lines, medians.
+//! What the benches share: the checking sink, counters read from `/proc`,
+//! the child processes' result lines, medians, the key sequences.
 
 // Each bench uses most, not all, of these.
 #![allow(dead_code)]
@@ -201,4 +201,35 @@ pub fn run_child(cmd: &mut Command, setup: &str) -> Option<Run> {
             None
         }
     }
+}
+
+/// `n` ids in 1..=`users`, Zipf-distributed with exponent `s`, from a fixed
+/// seed: a shorter sequence is a prefix of a longer one.
+pub fn zipf_ids(n: usize, users: u64, s: f64, seed: u64) -> Vec<i64> {
+    use rand::SeedableRng;
+    use rand_distr::Distribution;
+    let zipf = rand_distr::Zipf::new(users as f64, s).expect("valid Zipf parameters");
+    let mut rng = rand::rngs::Xoshiro256PlusPlus::seed_from_u64(seed);
+    (0..n).map(|_| zipf.sample(&mut rng) as i64).collect()
+}
+
+/// Ids 1..=n, each once, in an order fixed by `seed`.
+pub fn shuffled_ids(n: usize, seed: u64) -> Vec<i64> {
+    use rand::SeedableRng;
+    use rand::seq::SliceRandom;
+    let mut ids: Vec<i64> = (1..=n as i64).collect();
+    ids.shuffle(&mut rand::rngs::Xoshiro256PlusPlus::seed_from_u64(seed));
+    ids
+}
+
+/// Peak resident set size of this process, in KiB.
+pub fn vm_hwm_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
 }
