@@ -1,63 +1,52 @@
 //! The lookup cache: TTL, a separate TTL for not-found, bounds in entries
 //! *and* bytes, and optional stale values for when a fetch fails.
 //!
-//! Both bounds with one moka cache: each entry weighs its estimated size
-//! in bytes, but never less than `max_bytes / max_entries`, and the cache
-//! holds at most `max_bytes` of weight. Small values are then bounded by
-//! the entry count, large ones by their bytes.
+//! Both bounds with one weighted cache: each entry weighs its estimated
+//! size in bytes, but never less than `max_bytes / max_entries`, and the
+//! cache holds at most `max_bytes` of weight. Small values are then bounded
+//! by the entry count, large ones by their bytes.
 //!
-//! Storage and eviction are `moka`'s (size-bounded, TinyLFU admission, an
-//! O(1) policy — no hand-written LRU). Freshness is decided here, against
-//! `tokio::time::Instant`, so expiry follows tokio's clock (and tests can
-//! drive it with a paused clock); moka's own per-entry expiry only bounds
-//! how long memory is held: `ttl + max_stale` for values, the negative TTL
-//! for not-found. Errors are never cached.
+//! Storage and eviction are `quick_cache`'s: a sharded, lock-based map with
+//! CLOCK-Pro/S3-FIFO style eviction. A key seen once enters a small "cold"
+//! section and is the first to go, so a stream of one-hit keys (a cold
+//! start, a scan) costs a map insert and an O(1) eviction each and does not
+//! push out the hot keys; a key evicted from there and seen again is
+//! admitted as hot (it is remembered as a "ghost" hash). It replaced
+//! `moka`, whose insert path (concurrent table rehashes, a housekeeping
+//! pass, a frequency sketch) was 35–40% of the worker's CPU per cold event.
+//!
+//! Values are held as `Arc<Value>`: a hit shares the cached value rather
+//! than copying it, and the one copy made per event is the one merged into
+//! it. Freshness is decided here, against `tokio::time::Instant`, so expiry
+//! follows tokio's clock (and tests can drive it with a paused clock). An
+//! entry past any use (beyond its TTL and `max_stale`) is removed when it
+//! is read; otherwise expired entries are the first evicted, like any
+//! entry not read again, and never hold more than the bounds. Errors are
+//! never cached.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use moka::Expiry;
 use tokio::time::Instant;
 
 use super::Key;
 use crate::event::Value;
 
-/// Longer than any process lives; keeps moka's clock arithmetic in range.
-const FOREVER: Duration = Duration::from_secs(100 * 365 * 86_400);
-
 #[derive(Debug, Clone)]
 struct Entry {
     /// `None`: the lookup said the key does not exist.
-    value: Option<Value>,
+    value: Option<Arc<Value>>,
     at: Instant,
+    /// Computed once at insert: the cache asks for it when it evicts.
+    weight: u32,
 }
 
-struct Expire {
-    ttl_found: Duration,
-    ttl_not_found: Duration,
-}
+#[derive(Clone)]
+struct EntryWeight;
 
-impl Expiry<Key, Entry> for Expire {
-    fn expire_after_create(
-        &self,
-        _key: &Key,
-        value: &Entry,
-        _created_at: std::time::Instant,
-    ) -> Option<Duration> {
-        Some(if value.value.is_some() {
-            self.ttl_found
-        } else {
-            self.ttl_not_found
-        })
-    }
-
-    fn expire_after_update(
-        &self,
-        key: &Key,
-        value: &Entry,
-        updated_at: std::time::Instant,
-        _duration_until_expiry: Option<Duration>,
-    ) -> Option<Duration> {
-        self.expire_after_create(key, value, updated_at)
+impl quick_cache::Weighter<Key, Entry> for EntryWeight {
+    fn weight(&self, _key: &Key, entry: &Entry) -> u64 {
+        u64::from(entry.weight)
     }
 }
 
@@ -86,13 +75,13 @@ pub(crate) fn value_size(v: &Value) -> usize {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Cached {
     /// A fresh value.
-    Found(Value),
+    Found(Arc<Value>),
     /// A fresh value within the refresh-ahead window before its TTL ends.
-    Refresh(Value),
+    Refresh(Arc<Value>),
     /// Freshly known not to exist.
     NotFound,
     /// Expired, but within `max_stale`: usable if a fetch fails.
-    Stale(Value),
+    Stale(Arc<Value>),
     /// Nothing usable.
     Miss,
 }
@@ -107,9 +96,19 @@ pub(crate) struct CacheConfig {
     pub(crate) max_stale: Option<Duration>,
 }
 
+type Inner = quick_cache::sync::Cache<
+    Key,
+    Entry,
+    EntryWeight,
+    foldhash::fast::RandomState,
+    quick_cache::sync::DefaultLifecycle<Key, Entry>,
+>;
+
 pub(crate) struct LookupCache {
-    inner: moka::future::Cache<Key, Entry, foldhash::fast::RandomState>,
+    inner: Inner,
     cfg: CacheConfig,
+    /// The least weight of an entry: `max_bytes / max_entries`.
+    floor: u64,
     /// Values read this long before their TTL ends are `Refresh`.
     refresh_window: Duration,
 }
@@ -117,38 +116,45 @@ pub(crate) struct LookupCache {
 impl std::fmt::Debug for LookupCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LookupCache")
-            .field("entries", &self.inner.entry_count())
+            .field("entries", &self.inner.len())
             .field("config", &self.cfg)
             .finish()
     }
 }
 
 impl LookupCache {
-    pub(crate) fn new(cfg: CacheConfig, refresh_window: Duration) -> Self {
-        let floor = (cfg.max_bytes / cfg.max_entries.max(1)).clamp(1, u64::from(u32::MAX));
-        let inner = moka::future::Cache::builder()
-            .max_capacity(cfg.max_bytes)
-            .weigher(move |key: &Key, entry: &Entry| -> u32 {
-                let bytes = key_size(key) + entry.value.as_ref().map_or(0, value_size);
-                u32::try_from((bytes as u64).max(floor)).unwrap_or(u32::MAX)
-            })
-            .expire_after(Expire {
-                ttl_found: cfg
-                    .ttl
-                    .saturating_add(cfg.max_stale.unwrap_or(Duration::ZERO))
-                    .min(FOREVER),
-                ttl_not_found: cfg.negative_ttl.min(FOREVER),
-            })
-            .build_with_hasher(foldhash::fast::RandomState::default());
+    /// `max_value_bytes`: the largest value the enricher accepts; the cache
+    /// is split in shards (each bounded by its share of `max_bytes`) only
+    /// as far as such a value still fits in one.
+    pub(crate) fn new(cfg: CacheConfig, refresh_window: Duration, max_value_bytes: usize) -> Self {
+        let max_entries = cfg.max_entries.max(1);
+        let floor = (cfg.max_bytes / max_entries).clamp(1, u64::from(u32::MAX));
+        // A few shards: the worker runs on one thread unless told
+        // otherwise, and each shard is bounded by its share of the weight.
+        let largest = (max_value_bytes as u64).saturating_add(256).max(floor);
+        let shards = (cfg.max_bytes / largest).clamp(1, 4) as usize;
+        let options = quick_cache::OptionsBuilder::new()
+            .estimated_items_capacity(usize::try_from(max_entries).unwrap_or(usize::MAX))
+            .weight_capacity(cfg.max_bytes.max(1))
+            .shards(shards)
+            .build()
+            .expect("weight capacity and estimated items are set");
+        let inner = Inner::with_options(
+            options,
+            EntryWeight,
+            foldhash::fast::RandomState::default(),
+            quick_cache::sync::DefaultLifecycle::default(),
+        );
         LookupCache {
             inner,
             cfg,
+            floor,
             refresh_window,
         }
     }
 
-    pub(crate) async fn get(&self, key: &Key) -> Cached {
-        let Some(entry) = self.inner.get(key).await else {
+    pub(crate) fn get(&self, key: &Key) -> Cached {
+        let Some(entry) = self.inner.get(key) else {
             return Cached::Miss;
         };
         let age = entry.at.elapsed();
@@ -164,21 +170,36 @@ impl LookupCache {
             }
             Some(v) => match self.cfg.max_stale {
                 Some(max) if age < self.cfg.ttl.saturating_add(max) => Cached::Stale(v),
-                _ => Cached::Miss,
+                _ => self.expired(key),
             },
             None if age < self.cfg.negative_ttl => Cached::NotFound,
-            None => Cached::Miss,
+            None => self.expired(key),
         }
     }
 
-    pub(crate) async fn insert(&self, key: Key, value: Option<Value>) {
-        self.insert_aged(key, value, Duration::ZERO).await;
+    /// Drops an entry past any use, so it holds no memory until evicted.
+    fn expired(&self, key: &Key) -> Cached {
+        let (ttl, max_stale, negative_ttl) = (
+            self.cfg.ttl,
+            self.cfg.max_stale.unwrap_or(Duration::ZERO),
+            self.cfg.negative_ttl,
+        );
+        // Only if no fresher entry replaced it meanwhile.
+        self.inner.remove_if(key, |e: &Entry| match e.value {
+            Some(_) => e.at.elapsed() >= ttl.saturating_add(max_stale),
+            None => e.at.elapsed() >= negative_ttl,
+        });
+        Cached::Miss
+    }
+
+    pub(crate) fn insert(&self, key: Key, value: Option<Arc<Value>>) {
+        self.insert_aged(key, value, Duration::ZERO);
     }
 
     /// Inserts an entry already `age` old (read from a shared tier, where
     /// it has less than a full TTL left): it expires as it would have, had
     /// it been fetched here.
-    pub(crate) async fn insert_aged(&self, key: Key, value: Option<Value>, age: Duration) {
+    pub(crate) fn insert_aged(&self, key: Key, value: Option<Arc<Value>>, age: Duration) {
         let ttl = if value.is_some() {
             self.cfg.ttl
         } else {
@@ -187,16 +208,17 @@ impl LookupCache {
         if ttl.is_zero() || age >= ttl {
             return;
         }
+        let bytes = key_size(&key) + value.as_deref().map_or(0, value_size);
+        let weight = u32::try_from((bytes as u64).max(self.floor)).unwrap_or(u32::MAX);
         let now = Instant::now();
-        self.inner
-            .insert(
-                key,
-                Entry {
-                    value,
-                    at: now.checked_sub(age).unwrap_or(now),
-                },
-            )
-            .await;
+        self.inner.insert(
+            key,
+            Entry {
+                value,
+                at: now.checked_sub(age).unwrap_or(now),
+                weight,
+            },
+        );
     }
 
     /// The TTLs of found and of not-found entries.
@@ -205,10 +227,9 @@ impl LookupCache {
         (self.cfg.ttl, self.cfg.negative_ttl)
     }
 
-    /// Entries held (after pending evictions are applied).
-    pub(crate) async fn entry_count(&self) -> u64 {
-        self.inner.run_pending_tasks().await;
-        self.inner.entry_count()
+    /// Entries held.
+    pub(crate) fn entry_count(&self) -> u64 {
+        self.inner.len() as u64
     }
 }
 
@@ -228,26 +249,26 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn value_expires_then_is_stale_then_gone() {
-        let c = LookupCache::new(cfg(), Duration::ZERO);
+        let c = LookupCache::new(cfg(), Duration::ZERO, 1 << 20);
         let k = Key::from(7i64);
-        c.insert(k.clone(), Some(Value::from("a"))).await;
-        assert_eq!(c.get(&k).await, Cached::Found(Value::from("a")));
+        c.insert(k.clone(), Some(Arc::new(Value::from("a"))));
+        assert_eq!(c.get(&k), Cached::Found(Arc::new(Value::from("a"))));
         tokio::time::advance(Duration::from_secs(61)).await;
-        assert_eq!(c.get(&k).await, Cached::Stale(Value::from("a")));
+        assert_eq!(c.get(&k), Cached::Stale(Arc::new(Value::from("a"))));
         tokio::time::advance(Duration::from_secs(30)).await;
-        assert_eq!(c.get(&k).await, Cached::Miss);
+        assert_eq!(c.get(&k), Cached::Miss);
     }
 
     #[tokio::test(start_paused = true)]
     async fn not_found_has_its_own_ttl() {
-        let c = LookupCache::new(cfg(), Duration::ZERO);
+        let c = LookupCache::new(cfg(), Duration::ZERO, 1 << 20);
         let k = Key::from("ghost");
-        c.insert(k.clone(), None).await;
-        assert_eq!(c.get(&k).await, Cached::NotFound);
+        c.insert(k.clone(), None);
+        assert_eq!(c.get(&k), Cached::NotFound);
         tokio::time::advance(Duration::from_secs(4)).await;
-        assert_eq!(c.get(&k).await, Cached::NotFound);
+        assert_eq!(c.get(&k), Cached::NotFound);
         tokio::time::advance(Duration::from_secs(2)).await;
-        assert_eq!(c.get(&k).await, Cached::Miss);
+        assert_eq!(c.get(&k), Cached::Miss);
     }
 
     #[tokio::test]
@@ -261,12 +282,13 @@ mod tests {
                 ..cfg()
             },
             Duration::ZERO,
+            1 << 20,
         );
-        let big = Value::String("x".repeat(1 << 20));
+        let big = Arc::new(Value::String("x".repeat(1 << 20)));
         for i in 0..64i64 {
-            c.insert(Key::from(i), Some(big.clone())).await;
+            c.insert(Key::from(i), Some(big.clone()));
         }
-        let n = c.entry_count().await;
+        let n = c.entry_count();
         assert!(
             (1..=8).contains(&n),
             "cache holds {n} entries of 1 MiB, bound is 8 MiB"
@@ -289,11 +311,12 @@ mod tests {
                 ..cfg()
             },
             Duration::ZERO,
+            1 << 20,
         );
         for i in 0..500i64 {
-            c.insert(Key::from(i), Some(Value::from(i))).await;
+            c.insert(Key::from(i), Some(Arc::new(Value::from(i))));
         }
-        let n = c.entry_count().await;
+        let n = c.entry_count();
         assert!(n <= 50, "cache holds {n} entries, bound is 50");
     }
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::cache::{CacheConfig, Cached, LookupCache, value_size};
-use super::singleflight::{Claim, Leader, Resolution, SingleFlight};
+use super::singleflight::{Claim, InFlightGuard, Resolution, SingleFlight};
 use super::{Key, Lookup};
 use crate::enrich::{AsyncEnricher, EnrichContext, EnrichError, Patch};
 use crate::event::{Event, Value};
@@ -156,7 +156,7 @@ impl<L: Lookup> LookupEnricher<L> {
 
     /// Keys held in the cache now.
     pub async fn cached_entries(&self) -> u64 {
-        self.core.cache.entry_count().await
+        self.core.cache.entry_count()
     }
 }
 
@@ -308,7 +308,7 @@ impl<L: Lookup> LookupEnricherBuilder<L> {
                 #[cfg(feature = "redis")]
                 shared,
                 stale_on_error: self.cache.max_stale.is_some(),
-                cache: LookupCache::new(self.cache, refresh_window),
+                cache: LookupCache::new(self.cache, refresh_window, self.max_value_bytes),
                 name: self.name,
                 lookup: self.lookup,
                 key,
@@ -327,29 +327,23 @@ impl<L: Lookup> Core<L> {
     /// publishing each key's result to its waiters and the cache.
     async fn fetch_leading(
         &self,
-        leaders: Vec<(Key, Leader)>,
+        leaders: Vec<Key>,
         context: &HashMap<Key, Vec<Option<Value>>>,
         ctx: &EnrichContext,
-    ) -> HashMap<Key, Resolution> {
-        let guard = self.inflight.guard(leaders.iter().map(|(k, _)| k));
-        let guard = &guard;
-        let chunks: Vec<Vec<(Key, Leader)>> = {
-            let mut chunks = Vec::new();
-            let mut it = leaders.into_iter().peekable();
-            while it.peek().is_some() {
-                chunks.push(it.by_ref().take(self.max_batch).collect());
-            }
-            chunks
-        };
-        let calls = chunks.into_iter().map(|chunk| async move {
-            #[cfg(feature = "redis")]
-            if let Some((tier, ns)) = &self.shared {
-                return self
-                    .fetch_via_tier(tier, ns, chunk, context, ctx, guard)
-                    .await;
-            }
-            self.fetch_source(chunk, context, ctx, guard, false).await
-        });
+        guard: &InFlightGuard<'_>,
+    ) -> Vec<(Key, Resolution)> {
+        let mut chunks: Vec<Vec<Key>> = Vec::new();
+        let mut it = leaders.into_iter().peekable();
+        while it.peek().is_some() {
+            chunks.push(it.by_ref().take(self.max_batch).collect());
+        }
+        if chunks.len() == 1 {
+            let chunk = chunks.pop().unwrap_or_default();
+            return self.fetch_chunk(chunk, context, ctx, guard).await;
+        }
+        let calls = chunks
+            .into_iter()
+            .map(|chunk| self.fetch_chunk(chunk, context, ctx, guard));
         futures_util::future::join_all(calls)
             .await
             .into_iter()
@@ -357,42 +351,62 @@ impl<L: Lookup> Core<L> {
             .collect()
     }
 
+    /// One chunk, through the shared tier if there is one.
+    async fn fetch_chunk(
+        &self,
+        chunk: Vec<Key>,
+        context: &HashMap<Key, Vec<Option<Value>>>,
+        ctx: &EnrichContext,
+        guard: &InFlightGuard<'_>,
+    ) -> Vec<(Key, Resolution)> {
+        #[cfg(feature = "redis")]
+        if let Some((tier, ns)) = &self.shared {
+            return self
+                .fetch_via_tier(tier, ns, chunk, context, ctx, guard)
+                .await;
+        }
+        self.fetch_source(chunk, context, ctx, guard, false).await
+    }
+
     /// Fetches a chunk's keys from the source in one call, caches and
     /// publishes each answer; with `share`, writes the answers to the
     /// shared tier and releases this instance's leases of them.
     async fn fetch_source(
         &self,
-        chunk: Vec<(Key, Leader)>,
+        keys: Vec<Key>,
         context: &HashMap<Key, Vec<Option<Value>>>,
         ctx: &EnrichContext,
-        guard: &super::singleflight::InFlightGuard<'_>,
+        guard: &InFlightGuard<'_>,
         share: bool,
     ) -> Vec<(Key, Resolution)> {
-        let mut out = Vec::with_capacity(chunk.len());
-        if chunk.is_empty() {
+        let mut out = Vec::with_capacity(keys.len());
+        if keys.is_empty() {
             return out;
         }
         #[cfg(not(feature = "redis"))]
         let _ = share;
-        let keys: Vec<Key> = chunk.iter().map(|(k, _)| k.clone()).collect();
-        let key_context: Vec<Vec<Option<Value>>> = keys
-            .iter()
-            .map(|k| context.get(k).cloned().unwrap_or_default())
-            .collect();
-        let (keys, key_context) = (&keys, &key_context);
+        // One entry per key, empty ones (no allocation) without context.
+        let key_context: Vec<Vec<Option<Value>>> = if context.is_empty() {
+            vec![Vec::new(); keys.len()]
+        } else {
+            keys.iter()
+                .map(|k| context.get(k).cloned().unwrap_or_default())
+                .collect()
+        };
+        let (keys_ref, key_context) = (&keys, &key_context);
         // Counted only when the call is made (not when short-circuited).
         let result = ctx
             .call(async move {
-                ctx.metrics().record_fetch(keys.len());
-                self.lookup.fetch_with_context(keys, key_context).await
+                ctx.metrics().record_fetch(keys_ref.len());
+                self.lookup.fetch_with_context(keys_ref, key_context).await
             })
             .await;
         match result {
             Ok(mut found) => {
                 #[cfg(feature = "redis")]
-                let mut answered: Vec<(Key, Option<Value>)> = Vec::new();
-                for (key, tx) in chunk {
-                    let resolution = match found.remove(&key) {
+                let mut answered: Vec<(Key, Option<Arc<Value>>)> = Vec::new();
+                for key in keys.iter() {
+                    let resolution = match found.remove(key) {
                         Some(v) if value_size(&v) > self.max_value_bytes => {
                             // This key's answer only: not cached, and the
                             // fetch itself succeeded.
@@ -402,7 +416,8 @@ impl<L: Lookup> Core<L> {
                             )))
                         }
                         value => {
-                            self.cache.insert(key.clone(), value.clone()).await;
+                            let value = value.map(Arc::new);
+                            self.cache.insert(key.clone(), value.clone());
                             #[cfg(feature = "redis")]
                             if share {
                                 answered.push((key.clone(), value.clone()));
@@ -410,31 +425,24 @@ impl<L: Lookup> Core<L> {
                             Ok(value)
                         }
                     };
-                    // Clone the outcome for waiters only if there are any.
-                    if guard.settle(&key, &tx) {
-                        let _ = tx.send(Some(resolution.clone()));
-                    }
-                    out.push((key, resolution));
+                    out.push((key.clone(), resolution));
                 }
+                guard.settle(&out);
                 #[cfg(feature = "redis")]
                 if let Some((tier, ns)) = self.shared.as_ref().filter(|_| share) {
                     let (ttl, negative_ttl) = self.cache.ttls();
-                    tier.put_many(ns, &answered, keys, ttl, negative_ttl).await;
+                    tier.put_many(ns, &answered, &keys, ttl, negative_ttl).await;
                 }
             }
             Err(e) => {
+                let reason: Arc<str> = Arc::from(e.reason().as_ref());
+                out.extend(keys.iter().map(|k| (k.clone(), Err(reason.clone()))));
+                guard.settle(&out);
                 // Nothing to share, but the leases go: the others fetch.
                 #[cfg(feature = "redis")]
                 if let Some((tier, ns)) = self.shared.as_ref().filter(|_| share) {
-                    tier.put_many(ns, &[], keys, Duration::ZERO, Duration::ZERO)
+                    tier.put_many(ns, &[], &keys, Duration::ZERO, Duration::ZERO)
                         .await;
-                }
-                let reason: Arc<str> = Arc::from(e.reason().as_ref());
-                for (key, tx) in chunk {
-                    if guard.settle(&key, &tx) {
-                        let _ = tx.send(Some(Err(reason.clone())));
-                    }
-                    out.push((key, Err(reason.clone())));
                 }
             }
         }
@@ -451,65 +459,61 @@ impl<L: Lookup> Core<L> {
         &self,
         tier: &super::SharedCache,
         ns: &str,
-        chunk: Vec<(Key, Leader)>,
+        chunk: Vec<Key>,
         context: &HashMap<Key, Vec<Option<Value>>>,
         ctx: &EnrichContext,
-        guard: &super::singleflight::InFlightGuard<'_>,
+        guard: &InFlightGuard<'_>,
     ) -> Vec<(Key, Resolution)> {
         use super::shared::Claim;
-        let keys: Vec<Key> = chunk.iter().map(|(k, _)| k.clone()).collect();
-        let Some(claims) = tier.claim(ns, &keys).await else {
+        let Some(claims) = tier.claim(ns, &chunk).await else {
             return self.fetch_source(chunk, context, ctx, guard, false).await;
         };
         let mut out = Vec::with_capacity(chunk.len());
         let (mut mine, mut theirs) = (Vec::new(), Vec::new());
-        for ((key, tx), claim) in chunk.into_iter().zip(claims) {
+        for (key, claim) in chunk.into_iter().zip(claims) {
             match claim {
                 Claim::Hit(value, left) => {
-                    if let Some(back) = self
-                        .settle_from_tier(key, tx, Some((value, left)), guard, &mut out)
-                        .await
-                    {
+                    if let Some(back) = self.settle_from_tier(key, Some((value, left)), &mut out) {
                         mine.push(back);
                     }
                 }
-                Claim::Mine => mine.push((key, tx)),
-                Claim::Theirs => theirs.push((key, tx)),
+                Claim::Mine => mine.push(key),
+                Claim::Theirs => theirs.push(key),
             }
         }
+        guard.settle(&out);
         if theirs.is_empty() {
             out.extend(self.fetch_source(mine, context, ctx, guard, true).await);
             return out;
         }
-        let waited: Vec<Key> = theirs.iter().map(|(k, _)| k.clone()).collect();
         let (fetched, appeared) = futures_util::future::join(
             self.fetch_source(mine, context, ctx, guard, true),
-            tier.wait_for(ns, &waited),
+            tier.wait_for(ns, &theirs),
         )
         .await;
         out.extend(fetched);
+        let from = out.len();
         let mut rest = Vec::new();
-        for ((key, tx), hit) in theirs.into_iter().zip(appeared) {
-            if let Some(back) = self.settle_from_tier(key, tx, hit, guard, &mut out).await {
+        for (key, hit) in theirs.into_iter().zip(appeared) {
+            if let Some(back) = self.settle_from_tier(key, hit, &mut out) {
                 rest.push(back);
             }
         }
+        guard.settle(&out[from..]);
         out.extend(self.fetch_source(rest, context, ctx, guard, true).await);
         out
     }
 
     /// Resolves `key` with what the shared tier held for it (cached locally
-    /// for what is left of its TTL there); gives the key back when the
-    /// tier had nothing usable.
+    /// for what is left of its TTL there) into `out`; gives the key back
+    /// when the tier had nothing usable.
     #[cfg(feature = "redis")]
-    async fn settle_from_tier(
+    fn settle_from_tier(
         &self,
         key: Key,
-        tx: Leader,
         hit: Option<(Option<Value>, Duration)>,
-        guard: &super::singleflight::InFlightGuard<'_>,
         out: &mut Vec<(Key, Resolution)>,
-    ) -> Option<(Key, Leader)> {
+    ) -> Option<Key> {
         let (value, left) = match hit {
             Some((value, left))
                 if value
@@ -518,18 +522,14 @@ impl<L: Lookup> Core<L> {
             {
                 (value, left)
             }
-            _ => return Some((key, tx)),
+            _ => return Some(key),
         };
         let (ttl, negative_ttl) = self.cache.ttls();
         let full = if value.is_some() { ttl } else { negative_ttl };
+        let value = value.map(Arc::new);
         self.cache
-            .insert_aged(key.clone(), value.clone(), full.saturating_sub(left))
-            .await;
-        let resolution: Resolution = Ok(value);
-        if guard.settle(&key, &tx) {
-            let _ = tx.send(Some(resolution.clone()));
-        }
-        out.push((key, resolution));
+            .insert_aged(key.clone(), value.clone(), full.saturating_sub(left));
+        out.push((key, Ok(value)));
         None
     }
 
@@ -562,7 +562,7 @@ impl<L: Lookup> Core<L> {
                 if let Ok(mut found) = result {
                     ctx.metrics().count(Counter::Refresh, chunk.len() as u64);
                     #[cfg(feature = "redis")]
-                    let mut answered: Vec<(Key, Option<Value>)> = Vec::new();
+                    let mut answered: Vec<(Key, Option<Arc<Value>>)> = Vec::new();
                     for key in chunk {
                         let value = found.remove(key);
                         if value
@@ -571,7 +571,8 @@ impl<L: Lookup> Core<L> {
                         {
                             continue;
                         }
-                        core.cache.insert(key.clone(), value.clone()).await;
+                        let value = value.map(Arc::new);
+                        core.cache.insert(key.clone(), value.clone());
                         #[cfg(feature = "redis")]
                         answered.push((key.clone(), value));
                     }
@@ -589,18 +590,19 @@ impl<L: Lookup> Core<L> {
         });
     }
 
-    fn merge_into(&self, patch: &mut Patch, value: Value) {
+    /// Merges a copy of `value` (the cache keeps the original).
+    fn merge_into(&self, patch: &mut Patch, value: &Value) {
         match &self.merge {
-            Merge::Under(name) => patch.insert(name.clone(), value),
+            Merge::Under(name) => patch.insert(name.clone(), value.clone()),
             Merge::Prefix(prefix) => match value {
                 Value::Object(map) => {
                     for (k, v) in map {
-                        patch.insert(format!("{prefix}{k}"), v);
+                        patch.insert(format!("{prefix}{k}"), v.clone());
                     }
                 }
                 other => {
                     let bare = prefix.trim_end_matches(['_', '.']).to_owned();
-                    patch.insert(bare, other);
+                    patch.insert(bare, other.clone());
                 }
             },
         }
@@ -655,7 +657,7 @@ impl<L: Lookup> AsyncEnricher for LookupEnricher<L> {
             })
             .collect();
         let mut resolved: HashMap<Key, Resolution> = HashMap::default();
-        let mut stale: HashMap<Key, Value> = HashMap::default();
+        let mut stale: HashMap<Key, Arc<Value>> = HashMap::default();
         let mut missing: Vec<Key> = Vec::new();
         let mut refresh: Vec<Key> = Vec::new();
         let mut seen: HashSet<&Key> = HashSet::default();
@@ -663,7 +665,7 @@ impl<L: Lookup> AsyncEnricher for LookupEnricher<L> {
             if !seen.insert(key) {
                 continue;
             }
-            match self.core.cache.get(key).await {
+            match self.core.cache.get(key) {
                 Cached::Found(v) => {
                     ctx.metrics().count(Counter::CacheHit, 1);
                     resolved.insert(key.clone(), Ok(Some(v)));
@@ -694,12 +696,16 @@ impl<L: Lookup> AsyncEnricher for LookupEnricher<L> {
         }
 
         // Single-flight: lead the keys nobody is fetching, wait for the rest.
-        let Claim { leaders, waiters } = self.core.inflight.claim(missing);
+        let Claim {
+            leaders,
+            guard,
+            waiters,
+        } = self.core.inflight.claim(missing);
         // Context for the keys this call fetches: the first event carrying each.
         let mut context: HashMap<Key, Vec<Option<Value>>> = HashMap::default();
         let fields = self.core.lookup.context_fields();
         if !fields.is_empty() && !leaders.is_empty() {
-            let leading: HashSet<&Key> = leaders.iter().map(|(k, _)| k).collect();
+            let leading: HashSet<&Key> = leaders.iter().collect();
             for (event, key) in events.iter().zip(&keys) {
                 if let Some(key) = key.as_ref().filter(|k| leading.contains(k)) {
                     context.entry(key.clone()).or_insert_with(|| {
@@ -712,26 +718,29 @@ impl<L: Lookup> AsyncEnricher for LookupEnricher<L> {
             ctx.metrics()
                 .count(Counter::SingleflightWait, waiters.len() as u64);
         }
-        let wait_all = futures_util::future::join_all(
-            waiters
-                .into_iter()
-                .map(|(key, waiter)| async move { (key, waiter.wait().await) }),
-        );
-        let (led, waited) =
-            futures_util::future::join(self.core.fetch_leading(leaders, &context, ctx), wait_all)
-                .await;
+        let wait_all =
+            futures_util::future::join_all(waiters.into_iter().map(|(key, waiter)| async move {
+                let r = waiter.wait(&key).await;
+                (key, r)
+            }));
+        let (led, waited) = futures_util::future::join(
+            self.core.fetch_leading(leaders, &context, ctx, &guard),
+            wait_all,
+        )
+        .await;
+        drop(guard);
         resolved.extend(led);
         resolved.extend(waited);
 
         for (key, patch) in keys.iter().zip(out.iter_mut()) {
             let Some(key) = key else { continue };
             match resolved.get(key) {
-                Some(Ok(Some(v))) => self.core.merge_into(patch, v.clone()),
+                Some(Ok(Some(v))) => self.core.merge_into(patch, v),
                 Some(Ok(None)) => {}
                 Some(Err(reason)) => match stale.get(key) {
                     Some(v) if self.core.stale_on_error => {
                         ctx.metrics().count(Counter::StaleServed, 1);
-                        self.core.merge_into(patch, v.clone());
+                        self.core.merge_into(patch, v);
                     }
                     _ => patch.fail(reason.to_string()),
                 },

@@ -323,7 +323,7 @@ impl SharedCache {
     pub(crate) async fn put_many(
         &self,
         ns: &str,
-        entries: &[(Key, Option<Value>)],
+        entries: &[(Key, Option<Arc<Value>>)],
         fetched: &[Key],
         ttl: Duration,
         negative_ttl: Duration,

@@ -1,9 +1,16 @@
 //! Single-flight bookkeeping: which keys some batch is fetching now, so a
 //! concurrent miss for the same key waits for that fetch instead of making
 //! its own.
+//!
+//! Kept per batch, not per key: a batch that leads keys opens one
+//! [`Flight`] for all of them, and the in-flight map points each key at it
+//! (an `Arc` clone, no channel per key). A chunk's answers are settled
+//! under one lock; they are copied into the flight only when some other
+//! batch is waiting on it, which on a stream of distinct keys is never.
 
-use super::{FastMap as HashMap, FastSet as HashSet};
-use std::sync::{Arc, Mutex};
+use super::FastMap as HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::watch;
 
@@ -11,55 +18,89 @@ use super::Key;
 use crate::event::Value;
 
 /// The outcome of one key, shared with single-flight waiters.
-pub(super) type Resolution = Result<Option<Value>, Arc<str>>;
+pub(super) type Resolution = Result<Option<Arc<Value>>, Arc<str>>;
 
-/// What the leader of a key sends its waiters.
-pub(super) type Leader = watch::Sender<Option<Resolution>>;
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
 
-type InFlight = Mutex<HashMap<Key, watch::Receiver<Option<Resolution>>>>;
+/// One batch's fetch of the keys it leads.
+#[derive(Debug)]
+struct Flight {
+    /// Waiters that joined; answers are kept for them only if any did.
+    waiters: AtomicUsize,
+    /// Answers kept for waiters.
+    answers: Mutex<HashMap<Key, Resolution>>,
+    /// Bumped when answers are added, closed when the fetch ends (its
+    /// sender is the guard's).
+    changed: watch::Receiver<()>,
+}
 
 /// The keys some batch is fetching now.
 #[derive(Debug, Default)]
 pub(super) struct SingleFlight {
-    map: InFlight,
+    map: Mutex<HashMap<Key, Arc<Flight>>>,
 }
 
 /// One call's share of its misses.
-pub(super) struct Claim {
-    /// Keys this call fetches, with the sender for their waiters.
-    pub(super) leaders: Vec<(Key, Leader)>,
+pub(super) struct Claim<'a> {
+    /// Keys this call fetches, and the guard that settles them.
+    pub(super) leaders: Vec<Key>,
+    pub(super) guard: InFlightGuard<'a>,
     /// Keys another call is fetching.
     pub(super) waiters: Vec<(Key, Waiter)>,
 }
 
 /// A miss that waits for another batch's fetch of its key.
-pub(super) struct Waiter(watch::Receiver<Option<Resolution>>);
+pub(super) struct Waiter {
+    flight: Arc<Flight>,
+    changed: watch::Receiver<()>,
+}
 
 impl SingleFlight {
     /// Splits `missing` into the keys this call leads (nobody is fetching
     /// them: the call must) and those it waits for.
-    pub(super) fn claim(&self, missing: Vec<Key>) -> Claim {
-        let mut leaders = Vec::new();
+    pub(super) fn claim(&self, missing: Vec<Key>) -> Claim<'_> {
+        let (changed, rx) = watch::channel(());
+        let flight = Arc::new(Flight {
+            waiters: AtomicUsize::new(0),
+            answers: Mutex::new(HashMap::default()),
+            changed: rx,
+        });
+        let mut leaders = Vec::with_capacity(missing.len());
         let mut waiters = Vec::new();
-        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        for key in missing {
-            match map.get(&key) {
-                Some(rx) => waiters.push((key, Waiter(rx.clone()))),
-                None => {
-                    let (tx, rx) = watch::channel(None);
-                    map.insert(key.clone(), rx);
-                    leaders.push((key, tx));
+        {
+            let mut map = lock(&self.map);
+            for key in missing {
+                match map.get(&key) {
+                    Some(other) => {
+                        other.waiters.fetch_add(1, Ordering::Relaxed);
+                        let changed = other.changed.clone();
+                        waiters.push((
+                            key,
+                            Waiter {
+                                flight: other.clone(),
+                                changed,
+                            },
+                        ));
+                    }
+                    None => {
+                        map.insert(key.clone(), flight.clone());
+                        leaders.push(key);
+                    }
                 }
             }
         }
-        Claim { leaders, waiters }
-    }
-
-    /// Guards the keys a call leads until each is settled.
-    pub(super) fn guard<'k>(&self, leading: impl Iterator<Item = &'k Key>) -> InFlightGuard<'_> {
-        InFlightGuard {
-            map: &self.map,
-            pending: Mutex::new(leading.cloned().collect()),
+        Claim {
+            guard: InFlightGuard {
+                map: &self.map,
+                pending: AtomicUsize::new(leaders.len()),
+                keys: leaders.clone(),
+                flight,
+                changed,
+            },
+            leaders,
+            waiters,
         }
     }
 }
@@ -67,47 +108,138 @@ impl SingleFlight {
 impl Waiter {
     /// The leader's outcome; `cancelled` when the leader went away without
     /// one.
-    pub(super) async fn wait(mut self) -> Resolution {
-        match self.0.wait_for(|v| v.is_some()).await {
-            Ok(v) => v.clone().unwrap_or_else(|| Err(Arc::from("cancelled"))),
-            Err(_) => Err(Arc::from("cancelled")),
+    pub(super) async fn wait(mut self, key: &Key) -> Resolution {
+        loop {
+            // Marks the current version seen before looking, so an answer
+            // added after the look wakes the loop.
+            self.changed.borrow_and_update();
+            if let Some(r) = lock(&self.flight.answers).get(key) {
+                return r.clone();
+            }
+            if self.changed.changed().await.is_err() {
+                // The fetch ended: what it answered is in by now.
+                return lock(&self.flight.answers)
+                    .get(key)
+                    .cloned()
+                    .unwrap_or_else(|| Err(Arc::from("cancelled")));
+            }
         }
     }
 }
 
-/// Removes this fetch's keys from the in-flight map however the fetch ends
-/// (completed, failed, or cancelled by a timeout).
+/// Settles a batch's keys, and removes from the in-flight map those it
+/// did not settle however the fetch ends (completed, failed, or cancelled
+/// by a timeout), so later misses fetch them anew.
 pub(super) struct InFlightGuard<'a> {
-    map: &'a InFlight,
-    pending: Mutex<HashSet<Key>>,
+    map: &'a Mutex<HashMap<Key, Arc<Flight>>>,
+    flight: Arc<Flight>,
+    keys: Vec<Key>,
+    /// Keys not settled yet.
+    pending: AtomicUsize,
+    /// Dropped with the guard: waiters then know the fetch has ended.
+    changed: watch::Sender<()>,
 }
 
 impl InFlightGuard<'_> {
-    /// Takes a key out of the in-flight map once its result is known, and
-    /// says whether any other batch is waiting for it. From here on a new
-    /// miss leads a fetch of its own instead of waiting on this one.
-    pub(super) fn settle(&self, key: &Key, tx: &Leader) -> bool {
-        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        self.pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(key);
-        map.remove(key);
-        // The map's own receiver is gone: any left belong to waiters.
-        tx.receiver_count() > 0
+    /// Takes answered keys out of the in-flight map (from here on a new
+    /// miss leads a fetch of its own instead of waiting on this one) and
+    /// hands their answers to the batches waiting for them.
+    pub(super) fn settle(&self, answered: &[(Key, Resolution)]) {
+        if answered.is_empty() {
+            return;
+        }
+        {
+            let mut map = lock(self.map);
+            for (key, _) in answered {
+                if map.get(key).is_some_and(|f| Arc::ptr_eq(f, &self.flight)) {
+                    map.remove(key);
+                }
+            }
+        }
+        self.pending.fetch_sub(
+            answered.len().min(self.pending.load(Ordering::Relaxed)),
+            Ordering::Relaxed,
+        );
+        // Waiters join under the map's lock, which was taken above: one
+        // that joined is counted now.
+        if self.flight.waiters.load(Ordering::Relaxed) > 0 {
+            lock(&self.flight.answers).extend(answered.iter().cloned());
+            self.changed.send_replace(());
+        }
     }
 }
 
 impl Drop for InFlightGuard<'_> {
     fn drop(&mut self) {
-        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        for k in self
-            .pending
-            .get_mut()
-            .unwrap_or_else(|e| e.into_inner())
-            .drain()
-        {
-            map.remove(&k);
+        if *self.pending.get_mut() > 0 {
+            let mut map = lock(self.map);
+            for key in &self.keys {
+                if map.get(key).is_some_and(|f| Arc::ptr_eq(f, &self.flight)) {
+                    map.remove(key);
+                }
+            }
         }
+        // `changed` goes with the guard: waiting batches wake and take
+        // their answers, or "cancelled" for the keys never answered.
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn found(v: i64) -> Resolution {
+        Ok(Some(Arc::new(Value::from(v))))
+    }
+
+    #[tokio::test]
+    async fn a_waiter_gets_its_keys_answer_as_soon_as_its_chunk_settles() {
+        let sf = SingleFlight::default();
+        let lead = sf.claim(vec![Key::from(1i64), Key::from(2i64)]);
+        assert_eq!(lead.leaders.len(), 2);
+        let mut wait = sf.claim(vec![Key::from(2i64), Key::from(3i64)]);
+        assert_eq!(wait.leaders, vec![Key::from(3i64)]);
+        let (key, waiter) = wait.waiters.pop().expect("one waiter");
+        assert_eq!(key, Key::from(2i64));
+        let task = tokio::spawn(async move { waiter.wait(&key).await });
+        tokio::task::yield_now().await;
+        lead.guard.settle(&[(Key::from(2i64), found(20))]);
+        let got = task.await.expect("waiter");
+        assert_eq!(got, found(20));
+        // Settled: a new miss for 2 leads its own fetch; 1 is still in flight.
+        let again = sf.claim(vec![Key::from(1i64), Key::from(2i64)]);
+        assert_eq!(again.leaders, vec![Key::from(2i64)]);
+        assert_eq!(again.waiters.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn waiters_of_keys_never_answered_are_cancelled_when_the_fetch_ends() {
+        let sf = SingleFlight::default();
+        let lead = sf.claim(vec![Key::from(1i64), Key::from(2i64)]);
+        let mut wait = sf.claim(vec![Key::from(1i64), Key::from(2i64)]);
+        let (k2, w2) = wait.waiters.pop().expect("waiter");
+        let (k1, w1) = wait.waiters.pop().expect("waiter");
+        let t1 = tokio::spawn(async move { w1.wait(&k1).await });
+        let t2 = tokio::spawn(async move { w2.wait(&k2).await });
+        lead.guard.settle(&[(Key::from(1i64), found(10))]);
+        drop(lead);
+        assert_eq!(t1.await.expect("waiter"), found(10));
+        assert_eq!(t2.await.expect("waiter").unwrap_err().as_ref(), "cancelled");
+        // Nothing left in flight.
+        assert_eq!(sf.claim(vec![Key::from(2i64)]).leaders.len(), 1);
+    }
+
+    #[test]
+    fn an_ended_fetch_leaves_a_later_fetch_of_the_same_key_in_flight() {
+        let sf = SingleFlight::default();
+        let first = sf.claim(vec![Key::from(1i64), Key::from(2i64)]);
+        first.guard.settle(&[(Key::from(1i64), found(1))]);
+        let second = sf.claim(vec![Key::from(1i64)]);
+        assert_eq!(second.leaders.len(), 1);
+        drop(first);
+        // 1 is the second fetch's: still in flight.
+        let third = sf.claim(vec![Key::from(1i64)]);
+        assert!(third.leaders.is_empty());
+        assert_eq!(third.waiters.len(), 1);
     }
 }
