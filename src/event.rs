@@ -20,6 +20,25 @@ pub type Value = serde_json::Value;
 /// fields added at run time.
 pub type FieldName = Cow<'static, str>;
 
+/// A value an enricher added: the event's own, or one it shares with a
+/// cache (a lookup's hit costs a reference count, not a copy of the tree).
+/// Redaction copies a shared value only when it would change it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum FieldValue {
+    Own(Value),
+    Shared(Arc<Value>),
+}
+
+impl std::ops::Deref for FieldValue {
+    type Target = Value;
+    fn deref(&self) -> &Value {
+        match self {
+            FieldValue::Own(v) => v,
+            FieldValue::Shared(v) => v,
+        }
+    }
+}
+
 /// The keys that fapilog itself writes at the top level of a JSON line.
 /// Fields added with [`Event::insert`] under one of these names are written
 /// with a leading underscore instead, so they cannot shadow the record.
@@ -246,7 +265,7 @@ pub struct Event {
     pub(crate) spans: SpanChain,
     pub(crate) thread_name: Option<&'static str>,
     pub(crate) thread_id: u64,
-    pub(crate) extra: Vec<(FieldName, Value)>,
+    pub(crate) extra: Vec<(FieldName, FieldValue)>,
     pub(crate) errors: Vec<(FieldName, Cow<'static, str>)>,
     pub(crate) trace: Option<TraceContext>,
 }
@@ -386,7 +405,7 @@ impl Event {
         self.extra
             .iter()
             .find(|(k, _)| k.as_ref() == name)
-            .map(|(_, v)| v)
+            .map(|(_, v)| &**v)
     }
 
     /// The name of the thread the log call was made on, if it had one.
@@ -404,11 +423,19 @@ impl Event {
     /// what enrichers call. A name that collides with one of
     /// [`RESERVED_KEYS`] is written with a leading underscore.
     pub fn insert(&mut self, name: impl Into<FieldName>, value: impl Into<Value>) {
-        let mut name = name.into();
+        self.insert_field(name.into(), FieldValue::Own(value.into()));
+    }
+
+    /// [`insert`](Self::insert) of a value shared with others (a cache's):
+    /// the event holds a reference, not a copy.
+    pub fn insert_shared(&mut self, name: impl Into<FieldName>, value: Arc<Value>) {
+        self.insert_field(name.into(), FieldValue::Shared(value));
+    }
+
+    pub(crate) fn insert_field(&mut self, mut name: FieldName, value: FieldValue) {
         if RESERVED_KEYS.contains(&name.as_ref()) {
             name = Cow::Owned(format!("_{name}"));
         }
-        let value = value.into();
         if let Some(slot) = self.extra.iter_mut().find(|(k, _)| *k == name) {
             slot.1 = value;
         } else {
@@ -418,7 +445,7 @@ impl Event {
 
     /// The top-level fields added by enrichers, in insertion order.
     pub fn inserted(&self) -> impl Iterator<Item = (&str, &Value)> {
-        self.extra.iter().map(|(k, v)| (k.as_ref(), v))
+        self.extra.iter().map(|(k, v)| (k.as_ref(), &**v))
     }
 
     /// Records that an enricher could not add its fields to this event,

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 
 use super::EnrichContext;
-use crate::event::{Event, FieldName, Value};
+use crate::event::{Event, FieldName, FieldValue, Value};
 
 /// An enricher that does I/O. Only [`name`](AsyncEnricher::name) and
 /// [`enrich`](AsyncEnricher::enrich) are required; the lifecycle methods
@@ -135,14 +135,22 @@ forward_async_enricher!(Arc, Box);
 /// What one async enricher adds to one event.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Patch {
-    pub(crate) fields: Vec<(FieldName, Value)>,
+    pub(crate) fields: Vec<(FieldName, FieldValue)>,
     pub(crate) error: Option<Cow<'static, str>>,
 }
 
 impl Patch {
     /// Adds a top-level field to the event.
     pub fn insert(&mut self, name: impl Into<FieldName>, value: impl Into<Value>) {
-        self.fields.push((name.into(), value.into()));
+        self.fields
+            .push((name.into(), FieldValue::Own(value.into())));
+    }
+
+    /// Adds a top-level field whose value is shared (with a cache, say):
+    /// the event holds a reference to it, not a copy, which saves copying
+    /// the value for every event it is merged into.
+    pub fn insert_shared(&mut self, name: impl Into<FieldName>, value: Arc<Value>) {
+        self.fields.push((name.into(), FieldValue::Shared(value)));
     }
 
     /// Marks this event's enrichment as failed; `reason` is written under
@@ -153,7 +161,7 @@ impl Patch {
 
     /// The fields added so far.
     pub fn fields(&self) -> impl Iterator<Item = (&str, &Value)> {
-        self.fields.iter().map(|(k, v)| (k.as_ref(), v))
+        self.fields.iter().map(|(k, v)| (k.as_ref(), &**v))
     }
 
     /// The failure reason, if any.

@@ -590,11 +590,12 @@ impl<L: Lookup> Core<L> {
         });
     }
 
-    /// Merges a copy of `value` (the cache keeps the original).
-    fn merge_into(&self, patch: &mut Patch, value: &Value) {
+    /// Merges `value`: shared with the cache under one key, or copied
+    /// field by field under a prefix.
+    fn merge_into(&self, patch: &mut Patch, value: &Arc<Value>) {
         match &self.merge {
-            Merge::Under(name) => patch.insert(name.clone(), value.clone()),
-            Merge::Prefix(prefix) => match value {
+            Merge::Under(name) => patch.insert_shared(name.clone(), value.clone()),
+            Merge::Prefix(prefix) => match &**value {
                 Value::Object(map) => {
                     for (k, v) in map {
                         patch.insert(format!("{prefix}{k}"), v.clone());

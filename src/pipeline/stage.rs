@@ -198,7 +198,7 @@ pub(crate) async fn run_async(
                 Outcome::Patches(patches) => {
                     for (event, patch) in batch.iter_mut().zip(patches) {
                         for (k, v) in patch.fields {
-                            event.insert(k, v);
+                            event.insert_field(k, v);
                         }
                         if let (Some(reason), true) = (patch.error, record_errors) {
                             event.add_enrichment_error(name.clone(), reason);

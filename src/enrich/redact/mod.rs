@@ -23,7 +23,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::event::{Event, FieldName, SpanRecord, Value};
+use crate::event::{Event, FieldName, FieldValue, SpanRecord, Value};
 
 mod url;
 
@@ -255,6 +255,11 @@ impl fmt::Debug for Redactor {
 /// a span shared by many events is copied once.
 pub(crate) type SpanCache = HashMap<usize, Arc<SpanRecord>>;
 
+/// Shared values (a lookup cache's) seen in this batch, by address: the
+/// redacted copy, or `None` when the value needs no redaction. A value
+/// merged into many events is looked at once.
+type SharedCache = HashMap<usize, Option<Arc<Value>>>;
+
 impl Redactor {
     /// Whether a field of this name is hidden.
     pub(crate) fn is_secret(&self, name: &str) -> bool {
@@ -287,14 +292,15 @@ impl Redactor {
     /// Redacts a whole batch before it goes to the sinks.
     pub(crate) fn redact_batch(&self, batch: &mut [Event]) {
         let mut spans = SpanCache::new();
+        let mut shared = SharedCache::new();
         for event in batch {
-            self.redact(event, &mut spans);
+            self.redact(event, &mut spans, &mut shared);
         }
     }
 
-    fn redact(&self, event: &mut Event, spans: &mut SpanCache) {
+    fn redact(&self, event: &mut Event, spans: &mut SpanCache, shared: &mut SharedCache) {
         self.redact_fields(&mut event.fields);
-        self.redact_fields(&mut event.extra);
+        self.redact_added(&mut event.extra, shared);
         if event
             .spans
             .iter()
@@ -348,6 +354,33 @@ impl Redactor {
                 *v = self.replacement.clone();
             } else {
                 self.redact_value(v);
+            }
+        }
+    }
+
+    /// [`redact_fields`](Self::redact_fields) for enrichers' fields: a
+    /// shared value is copied only if redaction changes it (the cache's
+    /// original is never touched).
+    fn redact_added(&self, fields: &mut [(FieldName, FieldValue)], memo: &mut SharedCache) {
+        for (k, v) in fields {
+            if self.is_secret_name(k) {
+                *v = FieldValue::Own(self.replacement.clone());
+                continue;
+            }
+            match v {
+                FieldValue::Own(v) => self.redact_value(v),
+                FieldValue::Shared(a) => {
+                    let verdict = memo.entry(Arc::as_ptr(a) as usize).or_insert_with(|| {
+                        self.value_needs(a).then(|| {
+                            let mut copy = Value::clone(a);
+                            self.redact_value(&mut copy);
+                            Arc::new(copy)
+                        })
+                    });
+                    if let Some(redacted) = verdict {
+                        *a = redacted.clone();
+                    }
+                }
             }
         }
     }
@@ -442,6 +475,32 @@ mod tests {
 
     fn redactor() -> Redactor {
         Redaction::default().compile().unwrap().unwrap()
+    }
+
+    #[test]
+    fn a_shared_value_is_redacted_in_a_copy_and_the_original_is_left_alone() {
+        let r = redactor();
+        let secret = Arc::new(json!({"name": "ada", "api_token": "t0k3n"}));
+        let clean = Arc::new(json!({"name": "bob"}));
+        let mut batch: Vec<Event> = (0..3)
+            .map(|_| {
+                let mut e = Event::new(tracing::Level::INFO, "t", "m");
+                e.insert_shared("user", secret.clone());
+                e.insert_shared("other", clean.clone());
+                e
+            })
+            .collect();
+        r.redact_batch(&mut batch);
+        for e in &batch {
+            assert_eq!(
+                e.field("user"),
+                Some(&json!({"name": "ada", "api_token": REDACTED}))
+            );
+            assert_eq!(e.field("other"), Some(&json!({"name": "bob"})));
+        }
+        assert_eq!(secret["api_token"], "t0k3n", "the cache's value changed");
+        // The clean value is still shared, not copied.
+        assert_eq!(Arc::strong_count(&clean), 4);
     }
 
     #[test]
