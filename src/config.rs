@@ -17,6 +17,9 @@
 //! size = 1024
 //! linger = "1ms"
 //!
+//! [worker]
+//! threads = 1                 # threads of the pipeline's own runtime
+//!
 //! [static_fields]
 //! region = "eu-west-1"
 //!
@@ -85,6 +88,8 @@ pub struct Settings {
     pub queue: QueueSettings,
     /// How the worker batches events.
     pub batch: BatchSettings,
+    /// The worker's runtime.
+    pub worker: WorkerSettings,
     /// Shutdown deadlines and the dropped-events record.
     pub shutdown: ShutdownSettings,
     /// Where events go. With none configured, JSON lines to stdout.
@@ -105,6 +110,7 @@ impl Default for Settings {
             static_fields: BTreeMap::new(),
             queue: QueueSettings::default(),
             batch: BatchSettings::default(),
+            worker: WorkerSettings::default(),
             shutdown: ShutdownSettings::default(),
             sinks: SinkSettings::default(),
             redaction: RedactionSettings::default(),
@@ -154,6 +160,22 @@ impl Default for BatchSettings {
             size: 1024,
             linger: Duration::from_millis(1),
         }
+    }
+}
+
+/// `[worker]`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct WorkerSettings {
+    /// Threads of the pipeline's own runtime (default 1); see
+    /// [`Builder::worker_threads`].
+    pub threads: usize,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        WorkerSettings { threads: 1 }
     }
 }
 
@@ -434,6 +456,7 @@ impl Builder {
             .block_timeout(s.queue.block_timeout)
             .batch_size(s.batch.size)
             .linger(s.batch.linger)
+            .worker_threads(s.worker.threads)
             .shutdown_timeout(s.shutdown.timeout)
             .drop_timeout(s.shutdown.drop_timeout)
             .drop_report_interval(s.shutdown.drop_report_interval);

@@ -32,6 +32,8 @@ pub(crate) const MAX_QUEUE_CAPACITY: usize = 1 << 20;
 pub(crate) const MAX_BATCH_SIZE: usize = 1 << 16;
 /// The most batches in the enrichers at once.
 pub(crate) const MAX_PIPELINE_DEPTH: usize = 256;
+/// The most threads [`Builder::worker_threads`] accepts.
+pub(crate) const MAX_WORKER_THREADS: usize = 256;
 
 enum SinkSpec {
     Ready(Box<dyn DynSink>),
@@ -58,6 +60,7 @@ enum SinkSpec {
 /// | [`sink_retries`](Builder::sink_retries) | 3, backoff 100 ms to 2 s |
 /// | sinks | JSON lines on stdout if none is added |
 /// | worker | its own thread and runtime ([`runtime`](Builder::runtime) to change) |
+/// | [`worker_threads`](Builder::worker_threads) | 1 (at most 256) |
 /// | `log` bridge | on ([`bridge_log`](Builder::bridge_log)) |
 /// | [`pipeline_name`](Builder::pipeline_name) | `fapilog` (then `fapilog-2`, …): the metrics' `pipeline` label |
 /// | [`metrics_interval`](Builder::metrics_interval) | 1 s |
@@ -89,6 +92,7 @@ pub struct Builder {
     runtime: Option<tokio::runtime::Handle>,
     bridge_log: bool,
     pipeline_depth: usize,
+    worker_threads: usize,
     redaction: Redaction,
     sink_policy: SinkPolicy,
     name: Option<String>,
@@ -139,6 +143,7 @@ impl Default for Builder {
             runtime: None,
             bridge_log: true,
             pipeline_depth: 4,
+            worker_threads: 1,
             redaction: Redaction::default(),
             name: None,
             metrics_interval: Duration::from_secs(1),
@@ -238,6 +243,34 @@ impl Builder {
     #[must_use]
     pub fn pipeline_depth(mut self, batches: usize) -> Self {
         self.pipeline_depth = batches.max(1);
+        self
+    }
+
+    /// How many threads the pipeline's own runtime has (default 1).
+    ///
+    /// With 1, the worker is one thread on a current-thread runtime: it
+    /// enriches, redacts and hands batches to the sinks, and on a small
+    /// machine that is what measures best (no cross-thread wake-ups, the
+    /// cache's shard locks never contended). With `n > 1` it is a
+    /// multi-thread runtime of `n` threads: the batches in flight (up to
+    /// [`pipeline_depth`](Self::pipeline_depth)) are enriched in parallel
+    /// and the sinks format on other threads, while sinks still receive
+    /// every event in the order it was logged.
+    ///
+    /// Raise it when the worker is the bottleneck, i.e. the queue stays
+    /// full (`queue_depth` near `queue_capacity`, drops under a drop
+    /// policy, log calls waiting under `Block`) while the enrichers'
+    /// sources are not slow (their `fetch_p99` is low and the breakers are
+    /// closed): the worker's CPU is then the limit, and more threads help
+    /// as long as there are idle cores. Keep `n` at most the cores left
+    /// over by the application, and `pipeline_depth` at least `n`. It
+    /// cannot speed up a slow database or sink, and on a machine whose
+    /// cores the application already keeps busy it only adds
+    /// contention. Has no effect with [`runtime`](Self::runtime): a
+    /// value above 1 together with it is an error at build time.
+    #[must_use]
+    pub fn worker_threads(mut self, threads: usize) -> Self {
+        self.worker_threads = threads;
         self
     }
 
@@ -646,6 +679,7 @@ impl Builder {
             ("queue_capacity", self.capacity, MAX_QUEUE_CAPACITY),
             ("batch_size", self.batch_size, MAX_BATCH_SIZE),
             ("pipeline_depth", self.pipeline_depth, MAX_PIPELINE_DEPTH),
+            ("worker_threads", self.worker_threads, MAX_WORKER_THREADS),
         ] {
             if value > max {
                 return Err(ConfigError::at(
@@ -654,6 +688,20 @@ impl Builder {
                 )
                 .into());
             }
+        }
+        if self.worker_threads == 0 {
+            return Err(ConfigError::at("worker_threads", "must be at least 1").into());
+        }
+        if self.worker_threads > 1 && self.runtime.is_some() {
+            return Err(ConfigError::at(
+                "worker_threads",
+                format!(
+                    "{} threads asked for, but the worker runs on the runtime given to \
+                     `Builder::runtime`, whose threads are the application's; set one or the other",
+                    self.worker_threads
+                ),
+            )
+            .into());
         }
         if let Some(directives) = &self.filter {
             filter::check(directives)
@@ -788,7 +836,14 @@ impl Builder {
                 handle.spawn(Suppressed(Box::pin(worker.start_and_run(started_tx))));
             }
             None => {
-                let rt = tokio::runtime::Builder::new_current_thread()
+                let mut rt = if self.worker_threads > 1 {
+                    let mut b = tokio::runtime::Builder::new_multi_thread();
+                    b.worker_threads(self.worker_threads);
+                    b
+                } else {
+                    tokio::runtime::Builder::new_current_thread()
+                };
+                let rt = rt
                     .enable_all()
                     .thread_name("fapilog-worker")
                     .on_thread_start(mark_pipeline_thread)
