@@ -20,13 +20,110 @@ pub type Value = serde_json::Value;
 /// fields added at run time.
 pub type FieldName = Cow<'static, str>;
 
+/// `name` as a `&'static str` kept for the life of the process, the same
+/// one for equal names: for names that recur in every event (threads',
+/// enrichers' fields), so that events borrow them instead of each holding
+/// a copy. At most 4096 names of at most 256 bytes; `None` beyond.
+pub(crate) fn intern(name: &str) -> Option<&'static str> {
+    const MAX_NAMES: usize = 4096;
+    const MAX_LEN: usize = 256;
+    static NAMES: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+    if name.len() > MAX_LEN {
+        return None;
+    }
+    let mut names = NAMES.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(n) = names.iter().find(|n| **n == name) {
+        return Some(n);
+    }
+    if names.len() >= MAX_NAMES {
+        return None;
+    }
+    let leaked: &'static str = Box::leak(name.to_owned().into_boxed_str());
+    names.push(leaked);
+    Some(leaked)
+}
+
+/// A value shared by many events, as a lookup cache shares what it holds:
+/// cloning it, or adding it to an event with
+/// [`Patch::insert_shared`](crate::enrich::Patch::insert_shared), costs a
+/// reference count, not a copy of the tree. It is immutable; redaction
+/// looks at it once (not once per event) and, if it would change it,
+/// writes a redacted copy instead.
+#[derive(Clone)]
+pub struct SharedValue(Arc<SharedInner>);
+
+struct SharedInner {
+    value: Value,
+    /// The first redactor's verdict: its id, and the redacted copy, or
+    /// `None` when it changes nothing.
+    redacted: std::sync::OnceLock<(u64, Option<SharedValue>)>,
+}
+
+impl SharedValue {
+    /// Shares `value`.
+    pub fn new(value: Value) -> Self {
+        SharedValue(Arc::new(SharedInner {
+            value,
+            redacted: std::sync::OnceLock::new(),
+        }))
+    }
+
+    /// The value.
+    pub fn value(&self) -> &Value {
+        &self.0.value
+    }
+
+    /// What redactor `id` makes of this value, computed by `redact` the
+    /// first time only (for the first redactor that asks).
+    pub(crate) fn redacted_by(
+        &self,
+        id: u64,
+        redact: impl FnOnce(&Value) -> Option<SharedValue>,
+    ) -> Option<SharedValue> {
+        match self.0.redacted.get() {
+            Some((by, verdict)) if *by == id => verdict.clone(),
+            Some(_) => redact(&self.0.value),
+            None => {
+                let verdict = redact(&self.0.value);
+                let _ = self.0.redacted.set((id, verdict.clone()));
+                verdict
+            }
+        }
+    }
+}
+
+impl std::ops::Deref for SharedValue {
+    type Target = Value;
+    fn deref(&self) -> &Value {
+        &self.0.value
+    }
+}
+
+impl From<Value> for SharedValue {
+    fn from(value: Value) -> Self {
+        SharedValue::new(value)
+    }
+}
+
+impl PartialEq for SharedValue {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0.value == other.0.value
+    }
+}
+
+impl std::fmt::Debug for SharedValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.value.fmt(f)
+    }
+}
+
 /// A value an enricher added: the event's own, or one it shares with a
 /// cache (a lookup's hit costs a reference count, not a copy of the tree).
 /// Redaction copies a shared value only when it would change it.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum FieldValue {
     Own(Value),
-    Shared(Arc<Value>),
+    Shared(SharedValue),
 }
 
 impl std::ops::Deref for FieldValue {
@@ -428,7 +525,7 @@ impl Event {
 
     /// [`insert`](Self::insert) of a value shared with others (a cache's):
     /// the event holds a reference, not a copy.
-    pub fn insert_shared(&mut self, name: impl Into<FieldName>, value: Arc<Value>) {
+    pub fn insert_shared(&mut self, name: impl Into<FieldName>, value: SharedValue) {
         self.insert_field(name.into(), FieldValue::Shared(value));
     }
 

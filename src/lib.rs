@@ -172,7 +172,7 @@ pub use capture::{FapilogLayer, Overflow};
 pub use config::Settings;
 pub use enrich::{AsyncEnricher, Enricher};
 pub use error::{ConfigError, InitError};
-pub use event::{Event, FieldName, RESERVED_KEYS, SpanRecord, TraceContext, Value};
+pub use event::{Event, FieldName, RESERVED_KEYS, SharedValue, SpanRecord, TraceContext, Value};
 #[cfg(feature = "tower")]
 pub use middleware::RequestLayer;
 pub use observe::{ShutdownReport, SinkStats, Stats};

@@ -25,6 +25,22 @@ pub struct Tally {
     pub worker_runq_ns: AtomicU64,
 }
 
+/// CPU time (user + system) of the whole process so far, in nanoseconds:
+/// `getrusage(RUSAGE_SELF)`, which counts every thread, those that have
+/// already exited included (a pipeline's worker after its shutdown).
+pub fn process_cpu_ns() -> u64 {
+    // SAFETY: `getrusage` writes a `rusage` into the zeroed value given.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        if libc::getrusage(libc::RUSAGE_SELF, &mut usage) != 0 {
+            return 0;
+        }
+        usage
+    };
+    let ns = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1_000;
+    ns(usage.ru_utime) + ns(usage.ru_stime)
+}
+
 /// Minor page faults of this thread so far (`/proc/thread-self/stat`).
 pub fn thread_minor_faults() -> u64 {
     std::fs::read_to_string("/proc/thread-self/stat")

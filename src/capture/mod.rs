@@ -97,31 +97,6 @@ struct ThreadInfo {
     id: u64,
 }
 
-/// Thread names, kept for the program's life: an event then carries a
-/// plain `&'static str`, with no reference count for the caller's thread
-/// to raise and the worker's to lower (that count's cache line would
-/// travel between their cores with every event). Names are few — pools
-/// reuse theirs — and past `MAX_THREAD_NAMES` distinct ones, or for a long
-/// name, the rest go unnamed in records rather than grow this.
-fn intern_thread_name(name: &str) -> Option<&'static str> {
-    const MAX_THREAD_NAMES: usize = 4096;
-    const MAX_LEN: usize = 256;
-    static NAMES: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
-    if name.len() > MAX_LEN {
-        return None;
-    }
-    let mut names = NAMES.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(n) = names.iter().find(|n| **n == name) {
-        return Some(n);
-    }
-    if names.len() >= MAX_THREAD_NAMES {
-        return None;
-    }
-    let leaked: &'static str = Box::leak(name.to_owned().into_boxed_str());
-    names.push(leaked);
-    Some(leaked)
-}
-
 impl ThreadInfo {
     fn current() -> Self {
         let t = std::thread::current();
@@ -133,7 +108,11 @@ impl ThreadInfo {
             .parse()
             .unwrap_or(0);
         ThreadInfo {
-            name: t.name().and_then(intern_thread_name),
+            // Interned: an event carries a plain `&'static str`, with no
+            // reference count for the caller's thread to raise and the
+            // worker's to lower (its cache line would travel between their
+            // cores with every event).
+            name: t.name().and_then(crate::event::intern),
             id,
         }
     }

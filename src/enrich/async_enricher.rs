@@ -15,7 +15,7 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 
 use super::EnrichContext;
-use crate::event::{Event, FieldName, FieldValue, Value};
+use crate::event::{Event, FieldName, FieldValue, SharedValue, Value};
 
 /// An enricher that does I/O. Only [`name`](AsyncEnricher::name) and
 /// [`enrich`](AsyncEnricher::enrich) are required; the lifecycle methods
@@ -149,7 +149,7 @@ impl Patch {
     /// Adds a top-level field whose value is shared (with a cache, say):
     /// the event holds a reference to it, not a copy, which saves copying
     /// the value for every event it is merged into.
-    pub fn insert_shared(&mut self, name: impl Into<FieldName>, value: Arc<Value>) {
+    pub fn insert_shared(&mut self, name: impl Into<FieldName>, value: SharedValue) {
         self.fields.push((name.into(), FieldValue::Shared(value)));
     }
 

@@ -15,7 +15,7 @@
 //! `moka`, whose insert path (concurrent table rehashes, a housekeeping
 //! pass, a frequency sketch) was 35–40% of the worker's CPU per cold event.
 //!
-//! Values are held as `Arc<Value>`: a hit shares the cached value rather
+//! Values are held as [`SharedValue`]s: a hit shares the cached value rather
 //! than copying it, and the one copy made per event is the one merged into
 //! it. Freshness is decided here, against `tokio::time::Instant`, so expiry
 //! follows tokio's clock (and tests can drive it with a paused clock). An
@@ -24,18 +24,17 @@
 //! entry not read again, and never hold more than the bounds. Errors are
 //! never cached.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use super::Key;
-use crate::event::Value;
+use crate::event::{SharedValue, Value};
 
 #[derive(Debug, Clone)]
 struct Entry {
     /// `None`: the lookup said the key does not exist.
-    value: Option<Arc<Value>>,
+    value: Option<SharedValue>,
     at: Instant,
     /// Computed once at insert: the cache asks for it when it evicts.
     weight: u32,
@@ -75,13 +74,13 @@ pub(crate) fn value_size(v: &Value) -> usize {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Cached {
     /// A fresh value.
-    Found(Arc<Value>),
+    Found(SharedValue),
     /// A fresh value within the refresh-ahead window before its TTL ends.
-    Refresh(Arc<Value>),
+    Refresh(SharedValue),
     /// Freshly known not to exist.
     NotFound,
     /// Expired, but within `max_stale`: usable if a fetch fails.
-    Stale(Arc<Value>),
+    Stale(SharedValue),
     /// Nothing usable.
     Miss,
 }
@@ -153,11 +152,12 @@ impl LookupCache {
         }
     }
 
-    pub(crate) fn get(&self, key: &Key) -> Cached {
+    /// What the cache knows about `key` at `now` (read once per batch).
+    pub(crate) fn get(&self, key: &Key, now: Instant) -> Cached {
         let Some(entry) = self.inner.get(key) else {
             return Cached::Miss;
         };
-        let age = entry.at.elapsed();
+        let age = now.saturating_duration_since(entry.at);
         match entry.value {
             Some(v) if age < self.cfg.ttl => {
                 if !self.refresh_window.is_zero()
@@ -192,14 +192,14 @@ impl LookupCache {
         Cached::Miss
     }
 
-    pub(crate) fn insert(&self, key: Key, value: Option<Arc<Value>>) {
+    pub(crate) fn insert(&self, key: Key, value: Option<SharedValue>) {
         self.insert_aged(key, value, Duration::ZERO);
     }
 
     /// Inserts an entry already `age` old (read from a shared tier, where
     /// it has less than a full TTL left): it expires as it would have, had
     /// it been fetched here.
-    pub(crate) fn insert_aged(&self, key: Key, value: Option<Arc<Value>>, age: Duration) {
+    pub(crate) fn insert_aged(&self, key: Key, value: Option<SharedValue>, age: Duration) {
         let ttl = if value.is_some() {
             self.cfg.ttl
         } else {
@@ -251,12 +251,18 @@ mod tests {
     async fn value_expires_then_is_stale_then_gone() {
         let c = LookupCache::new(cfg(), Duration::ZERO, 1 << 20);
         let k = Key::from(7i64);
-        c.insert(k.clone(), Some(Arc::new(Value::from("a"))));
-        assert_eq!(c.get(&k), Cached::Found(Arc::new(Value::from("a"))));
+        c.insert(k.clone(), Some(SharedValue::new(Value::from("a"))));
+        assert_eq!(
+            c.get(&k, Instant::now()),
+            Cached::Found(SharedValue::new(Value::from("a")))
+        );
         tokio::time::advance(Duration::from_secs(61)).await;
-        assert_eq!(c.get(&k), Cached::Stale(Arc::new(Value::from("a"))));
+        assert_eq!(
+            c.get(&k, Instant::now()),
+            Cached::Stale(SharedValue::new(Value::from("a")))
+        );
         tokio::time::advance(Duration::from_secs(30)).await;
-        assert_eq!(c.get(&k), Cached::Miss);
+        assert_eq!(c.get(&k, Instant::now()), Cached::Miss);
     }
 
     #[tokio::test(start_paused = true)]
@@ -264,11 +270,11 @@ mod tests {
         let c = LookupCache::new(cfg(), Duration::ZERO, 1 << 20);
         let k = Key::from("ghost");
         c.insert(k.clone(), None);
-        assert_eq!(c.get(&k), Cached::NotFound);
+        assert_eq!(c.get(&k, Instant::now()), Cached::NotFound);
         tokio::time::advance(Duration::from_secs(4)).await;
-        assert_eq!(c.get(&k), Cached::NotFound);
+        assert_eq!(c.get(&k, Instant::now()), Cached::NotFound);
         tokio::time::advance(Duration::from_secs(2)).await;
-        assert_eq!(c.get(&k), Cached::Miss);
+        assert_eq!(c.get(&k, Instant::now()), Cached::Miss);
     }
 
     #[tokio::test]
@@ -284,7 +290,7 @@ mod tests {
             Duration::ZERO,
             1 << 20,
         );
-        let big = Arc::new(Value::String("x".repeat(1 << 20)));
+        let big = SharedValue::new(Value::String("x".repeat(1 << 20)));
         for i in 0..64i64 {
             c.insert(Key::from(i), Some(big.clone()));
         }
@@ -314,7 +320,7 @@ mod tests {
             1 << 20,
         );
         for i in 0..500i64 {
-            c.insert(Key::from(i), Some(Arc::new(Value::from(i))));
+            c.insert(Key::from(i), Some(SharedValue::new(Value::from(i))));
         }
         let n = c.entry_count();
         assert!(n <= 50, "cache holds {n} entries, bound is 50");

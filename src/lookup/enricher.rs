@@ -12,7 +12,7 @@ use super::cache::{CacheConfig, Cached, LookupCache, value_size};
 use super::singleflight::{Claim, InFlightGuard, Resolution, SingleFlight};
 use super::{Key, Lookup};
 use crate::enrich::{AsyncEnricher, EnrichContext, EnrichError, Patch};
-use crate::event::{Event, Value};
+use crate::event::{Event, SharedValue, Value};
 use crate::observe::Counter;
 
 type KeyFn = Arc<dyn Fn(&Event) -> Option<Key> + Send + Sync>;
@@ -293,9 +293,18 @@ impl<L: Lookup> LookupEnricherBuilder<L> {
         let key = self
             .key
             .unwrap_or_else(|| KeySource::Field(Cow::Owned(format!("{}_id", self.name))));
-        let merge = self
-            .merge
-            .unwrap_or_else(|| Merge::Under(Cow::Owned(self.name.clone())));
+        let merge = match self.merge {
+            // Borrowed when it can be: every event merged into gets a copy
+            // of the name.
+            Some(Merge::Under(Cow::Owned(name))) => {
+                Merge::Under(crate::event::intern(&name).map_or(Cow::Owned(name), Cow::Borrowed))
+            }
+            Some(merge) => merge,
+            None => Merge::Under(
+                crate::event::intern(&self.name)
+                    .map_or_else(|| Cow::Owned(self.name.clone()), Cow::Borrowed),
+            ),
+        };
         #[cfg(feature = "redis")]
         let shared = self.shared.map(|t| {
             let ns = t.namespace(&self.name);
@@ -404,7 +413,7 @@ impl<L: Lookup> Core<L> {
         match result {
             Ok(mut found) => {
                 #[cfg(feature = "redis")]
-                let mut answered: Vec<(Key, Option<Arc<Value>>)> = Vec::new();
+                let mut answered: Vec<(Key, Option<SharedValue>)> = Vec::new();
                 for key in keys.iter() {
                     let resolution = match found.remove(key) {
                         Some(v) if value_size(&v) > self.max_value_bytes => {
@@ -416,7 +425,7 @@ impl<L: Lookup> Core<L> {
                             )))
                         }
                         value => {
-                            let value = value.map(Arc::new);
+                            let value = value.map(SharedValue::new);
                             self.cache.insert(key.clone(), value.clone());
                             #[cfg(feature = "redis")]
                             if share {
@@ -526,7 +535,7 @@ impl<L: Lookup> Core<L> {
         };
         let (ttl, negative_ttl) = self.cache.ttls();
         let full = if value.is_some() { ttl } else { negative_ttl };
-        let value = value.map(Arc::new);
+        let value = value.map(SharedValue::new);
         self.cache
             .insert_aged(key.clone(), value.clone(), full.saturating_sub(left));
         out.push((key, Ok(value)));
@@ -562,7 +571,7 @@ impl<L: Lookup> Core<L> {
                 if let Ok(mut found) = result {
                     ctx.metrics().count(Counter::Refresh, chunk.len() as u64);
                     #[cfg(feature = "redis")]
-                    let mut answered: Vec<(Key, Option<Arc<Value>>)> = Vec::new();
+                    let mut answered: Vec<(Key, Option<SharedValue>)> = Vec::new();
                     for key in chunk {
                         let value = found.remove(key);
                         if value
@@ -571,7 +580,7 @@ impl<L: Lookup> Core<L> {
                         {
                             continue;
                         }
-                        let value = value.map(Arc::new);
+                        let value = value.map(SharedValue::new);
                         core.cache.insert(key.clone(), value.clone());
                         #[cfg(feature = "redis")]
                         answered.push((key.clone(), value));
@@ -592,7 +601,7 @@ impl<L: Lookup> Core<L> {
 
     /// Merges `value`: shared with the cache under one key, or copied
     /// field by field under a prefix.
-    fn merge_into(&self, patch: &mut Patch, value: &Arc<Value>) {
+    fn merge_into(&self, patch: &mut Patch, value: &SharedValue) {
         match &self.merge {
             Merge::Under(name) => patch.insert_shared(name.clone(), value.clone()),
             Merge::Prefix(prefix) => match &**value {
@@ -657,16 +666,22 @@ impl<L: Lookup> AsyncEnricher for LookupEnricher<L> {
                 })
             })
             .collect();
-        let mut resolved: HashMap<Key, Resolution> = HashMap::default();
-        let mut stale: HashMap<Key, Arc<Value>> = HashMap::default();
+        // Sized for a batch of distinct keys (a cold stream), so neither
+        // grows while it is filled.
+        let distinct = keys.len().min(4096);
+        let now = tokio::time::Instant::now();
+        let mut resolved: HashMap<Key, Resolution> =
+            HashMap::with_capacity_and_hasher(distinct, Default::default());
+        let mut stale: HashMap<Key, SharedValue> = HashMap::default();
         let mut missing: Vec<Key> = Vec::new();
         let mut refresh: Vec<Key> = Vec::new();
-        let mut seen: HashSet<&Key> = HashSet::default();
+        let mut seen: HashSet<&Key> =
+            HashSet::with_capacity_and_hasher(distinct, Default::default());
         for key in keys.iter().flatten() {
             if !seen.insert(key) {
                 continue;
             }
-            match self.core.cache.get(key) {
+            match self.core.cache.get(key, now) {
                 Cached::Found(v) => {
                     ctx.metrics().count(Counter::CacheHit, 1);
                     resolved.insert(key.clone(), Ok(Some(v)));

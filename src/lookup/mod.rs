@@ -37,8 +37,8 @@ mod enricher;
 /// SipHash on these short keys (hashing was ~10% of the cold path's CPU),
 /// and still seeded, so that keys chosen by a caller cannot be aimed at
 /// one bucket.
-type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
-type FastSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
+pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+pub(crate) type FastSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 #[cfg(feature = "redis")]
 mod shared;
 mod singleflight;

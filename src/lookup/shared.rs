@@ -41,7 +41,7 @@ use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use super::Key;
 use crate::enrich::redact::redact_url;
 use crate::error::ConfigError;
-use crate::event::Value;
+use crate::event::{SharedValue, Value};
 use crate::observe::{HealthStatus, SharedCacheStats};
 use crate::resilience::BreakerConfig;
 use crate::resilience::BreakerState;
@@ -323,7 +323,7 @@ impl SharedCache {
     pub(crate) async fn put_many(
         &self,
         ns: &str,
-        entries: &[(Key, Option<Arc<Value>>)],
+        entries: &[(Key, Option<SharedValue>)],
         fetched: &[Key],
         ttl: Duration,
         negative_ttl: Duration,
@@ -341,7 +341,7 @@ impl SharedCache {
             match value {
                 Some(v) => {
                     bytes.push(FOUND);
-                    if serde_json::to_writer(&mut bytes, v).is_err()
+                    if serde_json::to_writer(&mut bytes, v.value()).is_err()
                         || bytes.len() > self.inner.max_value_bytes
                     {
                         continue;

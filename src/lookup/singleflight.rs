@@ -15,10 +15,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::watch;
 
 use super::Key;
-use crate::event::Value;
+use crate::event::SharedValue;
 
 /// The outcome of one key, shared with single-flight waiters.
-pub(super) type Resolution = Result<Option<Arc<Value>>, Arc<str>>;
+pub(super) type Resolution = Result<Option<SharedValue>, Arc<str>>;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -189,7 +189,7 @@ mod tests {
     use super::*;
 
     fn found(v: i64) -> Resolution {
-        Ok(Some(Arc::new(Value::from(v))))
+        Ok(Some(SharedValue::new(crate::Value::from(v))))
     }
 
     #[tokio::test]

@@ -23,7 +23,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::event::{Event, FieldName, FieldValue, SpanRecord, Value};
+use crate::event::{Event, FieldName, FieldValue, SharedValue, SpanRecord, Value};
 
 mod url;
 
@@ -255,11 +255,6 @@ impl fmt::Debug for Redactor {
 /// a span shared by many events is copied once.
 pub(crate) type SpanCache = HashMap<usize, Arc<SpanRecord>>;
 
-/// Shared values (a lookup cache's) seen in this batch, by address: the
-/// redacted copy, or `None` when the value needs no redaction. A value
-/// merged into many events is looked at once.
-type SharedCache = HashMap<usize, Option<Arc<Value>>>;
-
 impl Redactor {
     /// Whether a field of this name is hidden.
     pub(crate) fn is_secret(&self, name: &str) -> bool {
@@ -292,15 +287,14 @@ impl Redactor {
     /// Redacts a whole batch before it goes to the sinks.
     pub(crate) fn redact_batch(&self, batch: &mut [Event]) {
         let mut spans = SpanCache::new();
-        let mut shared = SharedCache::new();
         for event in batch {
-            self.redact(event, &mut spans, &mut shared);
+            self.redact(event, &mut spans);
         }
     }
 
-    fn redact(&self, event: &mut Event, spans: &mut SpanCache, shared: &mut SharedCache) {
+    fn redact(&self, event: &mut Event, spans: &mut SpanCache) {
         self.redact_fields(&mut event.fields);
-        self.redact_added(&mut event.extra, shared);
+        self.redact_added(&mut event.extra);
         if event
             .spans
             .iter()
@@ -359,9 +353,10 @@ impl Redactor {
     }
 
     /// [`redact_fields`](Self::redact_fields) for enrichers' fields: a
-    /// shared value is copied only if redaction changes it (the cache's
-    /// original is never touched).
-    fn redact_added(&self, fields: &mut [(FieldName, FieldValue)], memo: &mut SharedCache) {
+    /// shared value is looked at once for all the events that hold it, and
+    /// replaced by a redacted copy only if redaction changes it (the
+    /// cache's original is never touched).
+    fn redact_added(&self, fields: &mut [(FieldName, FieldValue)]) {
         for (k, v) in fields {
             if self.is_secret_name(k) {
                 *v = FieldValue::Own(self.replacement.clone());
@@ -369,16 +364,16 @@ impl Redactor {
             }
             match v {
                 FieldValue::Own(v) => self.redact_value(v),
-                FieldValue::Shared(a) => {
-                    let verdict = memo.entry(Arc::as_ptr(a) as usize).or_insert_with(|| {
-                        self.value_needs(a).then(|| {
-                            let mut copy = Value::clone(a);
+                FieldValue::Shared(shared) => {
+                    let verdict = shared.redacted_by(self.id, |value| {
+                        self.value_needs(value).then(|| {
+                            let mut copy = value.clone();
                             self.redact_value(&mut copy);
-                            Arc::new(copy)
+                            SharedValue::new(copy)
                         })
                     });
                     if let Some(redacted) = verdict {
-                        *a = redacted.clone();
+                        *shared = redacted;
                     }
                 }
             }
@@ -480,27 +475,39 @@ mod tests {
     #[test]
     fn a_shared_value_is_redacted_in_a_copy_and_the_original_is_left_alone() {
         let r = redactor();
-        let secret = Arc::new(json!({"name": "ada", "api_token": "t0k3n"}));
-        let clean = Arc::new(json!({"name": "bob"}));
-        let mut batch: Vec<Event> = (0..3)
-            .map(|_| {
-                let mut e = Event::new(tracing::Level::INFO, "t", "m");
-                e.insert_shared("user", secret.clone());
-                e.insert_shared("other", clean.clone());
-                e
-            })
-            .collect();
-        r.redact_batch(&mut batch);
-        for e in &batch {
-            assert_eq!(
-                e.field("user"),
-                Some(&json!({"name": "ada", "api_token": REDACTED}))
-            );
-            assert_eq!(e.field("other"), Some(&json!({"name": "bob"})));
+        let secret = SharedValue::new(json!({"name": "ada", "api_token": "t0k3n"}));
+        let clean = SharedValue::new(json!({"name": "bob"}));
+        // Twice: the second batch takes the verdict the first one left.
+        for _ in 0..2 {
+            let mut batch: Vec<Event> = (0..3)
+                .map(|_| {
+                    let mut e = Event::new(tracing::Level::INFO, "t", "m");
+                    e.insert_shared("user", secret.clone());
+                    e.insert_shared("other", clean.clone());
+                    e
+                })
+                .collect();
+            r.redact_batch(&mut batch);
+            for e in &batch {
+                assert_eq!(
+                    e.field("user"),
+                    Some(&json!({"name": "ada", "api_token": REDACTED}))
+                );
+                assert_eq!(e.field("other"), Some(&json!({"name": "bob"})));
+            }
         }
         assert_eq!(secret["api_token"], "t0k3n", "the cache's value changed");
-        // The clean value is still shared, not copied.
-        assert_eq!(Arc::strong_count(&clean), 4);
+        // Another redactor (another pipeline) judges for itself.
+        let keep_all = Redaction::default()
+            .keys(Vec::<String>::new())
+            .compile()
+            .unwrap();
+        if let Some(other) = keep_all {
+            let mut e = Event::new(tracing::Level::INFO, "t", "m");
+            e.insert_shared("user", secret.clone());
+            other.redact_batch(std::slice::from_mut(&mut e));
+            assert_eq!(e.field("user"), Some(secret.value()));
+        }
     }
 
     #[test]

@@ -8,9 +8,7 @@
 //! the column's range) is *not found* for itself alone — it never fails the
 //! other keys of its batch, and never reaches the circuit breaker.
 
-use std::collections::HashMap;
-
-use crate::lookup::{Found, Key};
+use crate::lookup::{FastMap, Found, Key};
 
 /// What the database compares keys with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,20 +117,54 @@ pub(super) struct Prepared {
     /// Distinct converted keys, in first-seen order.
     pub(super) bound: Vec<Bound>,
     /// For each converted key's answer key, the keys asked for.
-    back: HashMap<Key, Vec<Key>>,
+    back: FastMap<Key, Asked>,
+}
+
+/// The keys that asked for one answer key.
+enum Asked {
+    /// Only the answer key itself (the common case: no copy kept).
+    Same,
+    /// One other key.
+    Other(Key),
+    /// Several keys.
+    Many(Vec<Key>),
+}
+
+impl Asked {
+    fn add(&mut self, answer: &Key, key: &Key) {
+        let first = match std::mem::replace(self, Asked::Same) {
+            Asked::Same => answer.clone(),
+            Asked::Other(k) => k,
+            Asked::Many(mut keys) => {
+                keys.push(key.clone());
+                *self = Asked::Many(keys);
+                return;
+            }
+        };
+        *self = Asked::Many(vec![first, key.clone()]);
+    }
 }
 
 impl Prepared {
     pub(super) fn new(keys: &[Key], ty: KeyType) -> Self {
         let mut bound = Vec::with_capacity(keys.len());
-        let mut back: HashMap<Key, Vec<Key>> = HashMap::with_capacity(keys.len());
+        let mut back: FastMap<Key, Asked> =
+            FastMap::with_capacity_and_hasher(keys.len(), Default::default());
         for key in keys {
             let Some(b) = convert(key, ty) else { continue };
-            let asked = back.entry(b.answer_key()).or_default();
-            if asked.is_empty() {
-                bound.push(b);
+            let answer = b.answer_key();
+            match back.get_mut(&answer) {
+                Some(asked) => asked.add(&answer, key),
+                None => {
+                    let asked = if answer == *key {
+                        Asked::Same
+                    } else {
+                        Asked::Other(key.clone())
+                    };
+                    back.insert(answer, asked);
+                    bound.push(b);
+                }
             }
-            asked.push(key.clone());
         }
         Prepared { bound, back }
     }
@@ -140,7 +172,13 @@ impl Prepared {
     /// Files one answer row under every key that asked for it.
     pub(super) fn answer(&self, found: &mut Found, row_key: Key, value: crate::event::Value) {
         match self.back.get(&row_key) {
-            Some(asked) => {
+            Some(Asked::Same) => {
+                found.insert(row_key, value);
+            }
+            Some(Asked::Other(k)) => {
+                found.insert(k.clone(), value);
+            }
+            Some(Asked::Many(asked)) => {
                 for k in &asked[1..] {
                     found.insert(k.clone(), value.clone());
                 }

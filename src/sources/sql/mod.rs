@@ -456,7 +456,7 @@ impl Lookup for SqlLookup {
     async fn fetch(&self, keys: &[Key]) -> Result<Found, EnrichError> {
         let ty = self.key_type.get().copied().unwrap_or(KeyType::Any);
         let prepared = Prepared::new(keys, ty);
-        let mut found = Found::new();
+        let mut found = Found::with_capacity(prepared.bound.len());
         if prepared.bound.is_empty() {
             // None of these keys can match: not found, without a query.
             return Ok(found);
