@@ -529,6 +529,23 @@ impl Event {
         self.insert_field(name.into(), FieldValue::Shared(value));
     }
 
+    /// An enricher's fields, as [`insert_field`](Self::insert_field) one
+    /// by one; an event's first field takes the patch's vector as it is
+    /// (one allocation per event saved).
+    pub(crate) fn insert_fields(&mut self, mut fields: Vec<(FieldName, FieldValue)>) {
+        if self.extra.is_empty() && fields.len() == 1 {
+            let name = &mut fields[0].0;
+            if RESERVED_KEYS.contains(&name.as_ref()) {
+                *name = Cow::Owned(format!("_{name}"));
+            }
+            self.extra = fields;
+            return;
+        }
+        for (k, v) in fields {
+            self.insert_field(k, v);
+        }
+    }
+
     pub(crate) fn insert_field(&mut self, mut name: FieldName, value: FieldValue) {
         if RESERVED_KEYS.contains(&name.as_ref()) {
             name = Cow::Owned(format!("_{name}"));

@@ -196,10 +196,20 @@ impl LookupCache {
         self.insert_aged(key, value, Duration::ZERO);
     }
 
+    /// [`insert`](Self::insert) of a value whose [`value_size`] is known.
+    pub(crate) fn insert_sized(&self, key: Key, value: Option<SharedValue>, size: usize) {
+        self.put(key, value, Duration::ZERO, size);
+    }
+
     /// Inserts an entry already `age` old (read from a shared tier, where
     /// it has less than a full TTL left): it expires as it would have, had
     /// it been fetched here.
     pub(crate) fn insert_aged(&self, key: Key, value: Option<SharedValue>, age: Duration) {
+        let size = value.as_deref().map_or(0, value_size);
+        self.put(key, value, age, size);
+    }
+
+    fn put(&self, key: Key, value: Option<SharedValue>, age: Duration, size: usize) {
         let ttl = if value.is_some() {
             self.cfg.ttl
         } else {
@@ -208,7 +218,7 @@ impl LookupCache {
         if ttl.is_zero() || age >= ttl {
             return;
         }
-        let bytes = key_size(&key) + value.as_deref().map_or(0, value_size);
+        let bytes = key_size(&key) + size;
         let weight = u32::try_from((bytes as u64).max(self.floor)).unwrap_or(u32::MAX);
         let now = Instant::now();
         self.inner.insert(

@@ -415,8 +415,10 @@ impl<L: Lookup> Core<L> {
                 #[cfg(feature = "redis")]
                 let mut answered: Vec<(Key, Option<SharedValue>)> = Vec::new();
                 for key in keys.iter() {
-                    let resolution = match found.remove(key) {
-                        Some(v) if value_size(&v) > self.max_value_bytes => {
+                    let value = found.remove(key);
+                    let size = value.as_ref().map_or(0, value_size);
+                    let resolution = match value {
+                        Some(_) if size > self.max_value_bytes => {
                             // This key's answer only: not cached, and the
                             // fetch itself succeeded.
                             Err(Arc::from(format!(
@@ -426,7 +428,7 @@ impl<L: Lookup> Core<L> {
                         }
                         value => {
                             let value = value.map(SharedValue::new);
-                            self.cache.insert(key.clone(), value.clone());
+                            self.cache.insert_sized(key.clone(), value.clone(), size);
                             #[cfg(feature = "redis")]
                             if share {
                                 answered.push((key.clone(), value.clone()));

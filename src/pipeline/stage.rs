@@ -197,9 +197,7 @@ pub(crate) async fn run_async(
             match outcome {
                 Outcome::Patches(patches) => {
                     for (event, patch) in batch.iter_mut().zip(patches) {
-                        for (k, v) in patch.fields {
-                            event.insert_field(k, v);
-                        }
+                        event.insert_fields(patch.fields);
                         if let (Some(reason), true) = (patch.error, record_errors) {
                             event.add_enrichment_error(name.clone(), reason);
                         }
