@@ -218,19 +218,7 @@ type Memo = HashMap<(u64, usize, usize), bool, BuildHasherDefault<AddrHasher>>;
 
 thread_local! {
     static STATIC_NAMES: RefCell<Memo> = RefCell::new(Memo::default());
-    /// Verdicts on the keys of objects inside values (a lookup's column
-    /// names, an API's field names: few, and repeated in every value), for
-    /// one redactor at a time.
-    static VALUE_KEYS: RefCell<(u64, KeyMemo)> = RefCell::new((u64::MAX, KeyMemo::default()));
 }
-
-/// See `VALUE_KEYS`; compared by content, so a verdict is never taken for
-/// another name.
-type KeyMemo = std::collections::HashMap<Box<str>, bool, foldhash::fast::RandomState>;
-
-/// The most object keys remembered per thread; others are checked each
-/// time.
-const MAX_VALUE_KEYS: usize = 1024;
 
 /// The memo's keys are addresses and ids: mixing them is hashing enough.
 #[derive(Default)]
@@ -268,29 +256,6 @@ impl fmt::Debug for Redactor {
 pub(crate) type SpanCache = HashMap<usize, Arc<SpanRecord>>;
 
 impl Redactor {
-    /// [`is_secret`](Self::is_secret) for a key of an object inside a
-    /// value, remembered per thread.
-    fn is_secret_key(&self, name: &str) -> bool {
-        if name.len() > 64 {
-            return self.is_secret(name);
-        }
-        VALUE_KEYS.with(|memo| {
-            let mut memo = memo.borrow_mut();
-            if memo.0 != self.id {
-                memo.1.clear();
-                memo.0 = self.id;
-            }
-            if let Some(known) = memo.1.get(name) {
-                return *known;
-            }
-            let verdict = self.is_secret(name);
-            if memo.1.len() < MAX_VALUE_KEYS {
-                memo.1.insert(name.into(), verdict);
-            }
-            verdict
-        })
-    }
-
     /// Whether a field of this name is hidden.
     pub(crate) fn is_secret(&self, name: &str) -> bool {
         let mut buf = [0u8; 128];
@@ -421,7 +386,7 @@ impl Redactor {
         match v {
             Value::Object(map) => {
                 for (k, inner) in map.iter_mut() {
-                    if self.is_secret_key(k) {
+                    if self.is_secret(k) {
                         *inner = self.replacement.clone();
                     } else {
                         self.redact_value(inner);
@@ -447,7 +412,7 @@ impl Redactor {
         match v {
             Value::Object(map) => map
                 .iter()
-                .any(|(k, v)| self.is_secret_key(k) || self.value_needs(v)),
+                .any(|(k, v)| self.is_secret(k) || self.value_needs(v)),
             Value::Array(items) => items.iter().any(|i| self.value_needs(i)),
             Value::String(s) if self.values => self.redact_text(s).is_some(),
             _ => false,
