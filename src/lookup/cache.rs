@@ -320,6 +320,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn hot_keys_survive_a_stream_of_one_hit_keys() {
+        let c = LookupCache::new(
+            CacheConfig {
+                max_entries: 1000,
+                ..cfg()
+            },
+            Duration::ZERO,
+            1 << 20,
+        );
+        let hot: Vec<Key> = (0..100i64).map(|i| Key::from(-i - 1)).collect();
+        for k in &hot {
+            c.insert(k.clone(), Some(SharedValue::new(Value::from(1))));
+        }
+        // Read again (what makes them hot), then a cold scan ten times the
+        // cache's size, with the hot keys read now and then as in a log
+        // stream.
+        for i in 0..10_000i64 {
+            if i % 100 == 0 {
+                for k in &hot {
+                    assert_ne!(c.get(k, Instant::now()), Cached::Miss, "hot key {k} evicted");
+                }
+            }
+            c.insert(Key::from(i), Some(SharedValue::new(Value::from(i))));
+        }
+        let kept = hot
+            .iter()
+            .filter(|k| c.get(k, Instant::now()) != Cached::Miss)
+            .count();
+        assert_eq!(kept, hot.len());
+        assert!(c.entry_count() <= 1000, "{}", c.entry_count());
+    }
+
+    #[tokio::test]
     async fn size_bound_evicts() {
         let c = LookupCache::new(
             CacheConfig {
