@@ -223,7 +223,8 @@ impl<L: Lookup> LookupEnricherBuilder<L> {
     }
 
     /// The most bytes of values the cache holds (an estimate of their size
-    /// in memory); large values are evicted first to stay under it.
+    /// in memory): each entry weighs its size, so a few large values take
+    /// the room of many small ones.
     #[must_use]
     pub fn max_bytes(mut self, bytes: u64) -> Self {
         self.cache.max_bytes = bytes.max(1);
