@@ -278,6 +278,10 @@ pub struct SpanRecord {
     pub(crate) fields: Vec<(FieldName, Value)>,
     /// From a `traceparent` field of the span, when it has a valid one.
     pub(crate) trace: Option<TraceContext>,
+    /// Whether the first redactor to look (its id) would change a field:
+    /// a span is judged once, not once for every event logged in it.
+    /// Reset whenever its fields change.
+    pub(crate) redaction: std::sync::OnceLock<(u64, bool)>,
 }
 
 impl SpanRecord {
@@ -432,6 +436,7 @@ impl Event {
             name,
             fields,
             trace,
+            redaction: Default::default(),
         }));
         self.spans = spans.into();
         if self.trace.is_none() {

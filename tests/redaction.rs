@@ -285,3 +285,52 @@ fn redis_urls_never_show_their_password() {
         assert!(!bad.to_string().contains(pw), "{bad}");
     }
 }
+
+/// A span is judged once for all the events logged in it, and judged
+/// again when it records a field later.
+#[test]
+fn a_secret_recorded_on_a_span_later_is_hidden_from_then_on() {
+    let out = Collected::new();
+    let (dispatch, guard) = start(
+        fapilog::builder()
+            .batch_size(1)
+            .redaction(Redaction::default().values(true))
+            .sink(out.sink()),
+    );
+    tracing::dispatcher::with_default(&dispatch, || {
+        let span = tracing::info_span!(
+            "request",
+            path = "/login",
+            session_token = tracing::field::Empty,
+            upstream = tracing::field::Empty
+        );
+        let _entered = span.enter();
+        // Each event written before the span changes: the span has been
+        // judged (and kept its verdict) by then.
+        tracing::info!(seq = 0u64, "before");
+        assert!(support::wait_until(|| out.app_events().len() == 1));
+        span.record("session_token", "s3cr3t-t0k3n");
+        tracing::info!(seq = 1u64, "after a secret name");
+        assert!(support::wait_until(|| out.app_events().len() == 2));
+        span.record("upstream", "https://svc:pa55w0rd@api.internal/v1");
+        tracing::info!(seq = 2u64, "after a secret value");
+    });
+    guard.shutdown_blocking();
+    let events = out.app_events();
+    assert_eq!(events.len(), 3);
+    let span_field = |i: usize, name: &str| {
+        events[i]
+            .spans()
+            .next()
+            .and_then(|s| s.field(name))
+            .cloned()
+    };
+    assert_eq!(span_field(0, "path"), Some(json!("/login")));
+    assert_eq!(span_field(0, "session_token"), None);
+    assert_eq!(span_field(1, "session_token"), Some(json!(REDACTED)));
+    assert_eq!(span_field(2, "session_token"), Some(json!(REDACTED)));
+    let upstream = span_field(2, "upstream").expect("recorded");
+    let upstream = upstream.as_str().expect("text");
+    assert!(!upstream.contains("pa55w0rd"), "{upstream}");
+    assert!(upstream.contains("api.internal"), "{upstream}");
+}

@@ -176,6 +176,7 @@ where
             name: attrs.metadata().name(),
             fields: visitor.fields,
             trace,
+            redaction: Default::default(),
         };
         span.extensions_mut().replace(SpanFields::new(record));
     }
@@ -190,6 +191,8 @@ where
             // With two fapilog layers this runs twice; replacing a value by
             // name makes the second run a no-op.
             let record = Arc::make_mut(record);
+            // New fields: redaction judges the span again.
+            record.redaction = Default::default();
             if let Some(trace) = self.trace_of(&visitor.fields) {
                 record.trace = Some(trace);
             }

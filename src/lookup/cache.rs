@@ -339,7 +339,11 @@ mod tests {
         for i in 0..10_000i64 {
             if i % 100 == 0 {
                 for k in &hot {
-                    assert_ne!(c.get(k, Instant::now()), Cached::Miss, "hot key {k} evicted");
+                    assert_ne!(
+                        c.get(k, Instant::now()),
+                        Cached::Miss,
+                        "hot key {k} evicted"
+                    );
                 }
             }
             c.insert(Key::from(i), Some(SharedValue::new(Value::from(i))));

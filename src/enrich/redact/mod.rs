@@ -295,20 +295,17 @@ impl Redactor {
     fn redact(&self, event: &mut Event, spans: &mut SpanCache) {
         self.redact_fields(&mut event.fields);
         self.redact_added(&mut event.extra);
-        if event
-            .spans
-            .iter()
-            .any(|span| span.fields.iter().any(|(k, v)| self.needs(k, v)))
-        {
+        if event.spans.iter().any(|span| self.span_needs(span)) {
             // Copies the chain (references only), then each span to redact
             // once per batch.
             for span in event.spans.make_mut() {
-                if !span.fields.iter().any(|(k, v)| self.needs(k, v)) {
+                if !self.span_needs(span) {
                     continue;
                 }
                 let key = Arc::as_ptr(span) as usize;
                 let redacted = spans.entry(key).or_insert_with(|| {
                     let mut copy = SpanRecord::clone(span);
+                    copy.redaction = Default::default();
                     self.redact_fields(&mut copy.fields);
                     Arc::new(copy)
                 });
@@ -400,6 +397,21 @@ impl Redactor {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// Whether redaction would change a field of `span`: judged once per
+    /// span (by the first redactor to ask), not once per event in it.
+    fn span_needs(&self, span: &SpanRecord) -> bool {
+        match span.redaction.get() {
+            Some((by, verdict)) if *by == self.id => *verdict,
+            known => {
+                let verdict = span.fields.iter().any(|(k, v)| self.needs(k, v));
+                if known.is_none() {
+                    let _ = span.redaction.set((self.id, verdict));
+                }
+                verdict
+            }
         }
     }
 

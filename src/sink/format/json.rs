@@ -98,13 +98,101 @@ fn write_map(buf: &mut Vec<u8>, fields: &[(FieldName, Value)]) {
     buf.push(b'}');
 }
 
-pub(crate) fn write_str(buf: &mut Vec<u8>, s: &str) {
-    // Writing into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *buf, s);
+/// Whether a byte must be escaped in a JSON string: a quote, a backslash
+/// or a control character (what `serde_json` escapes, no more: text other
+/// than these, UTF-8 included, is written as it is).
+const fn escaped(b: u8) -> bool {
+    b < 0x20 || b == b'"' || b == b'\\'
 }
 
+/// Appends `s` as a JSON string. Most strings need no escape at all: they
+/// are checked without branching on each byte (so the check vectorizes)
+/// and copied in one go; the rest are copied in runs between escapes.
+pub(crate) fn write_str(buf: &mut Vec<u8>, s: &str) {
+    let bytes = s.as_bytes();
+    buf.reserve(bytes.len() + 2);
+    buf.push(b'"');
+    if !bytes.iter().fold(false, |any, &b| any | escaped(b)) {
+        buf.extend_from_slice(bytes);
+    } else {
+        write_escaped(buf, bytes);
+    }
+    buf.push(b'"');
+}
+
+#[cold]
+fn write_escaped(buf: &mut Vec<u8>, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        if !escaped(b) {
+            continue;
+        }
+        buf.extend_from_slice(&bytes[start..i]);
+        match b {
+            b'"' => buf.extend_from_slice(b"\\\""),
+            b'\\' => buf.extend_from_slice(b"\\\\"),
+            b'\n' => buf.extend_from_slice(b"\\n"),
+            b'\r' => buf.extend_from_slice(b"\\r"),
+            b'\t' => buf.extend_from_slice(b"\\t"),
+            0x08 => buf.extend_from_slice(b"\\b"),
+            0x0c => buf.extend_from_slice(b"\\f"),
+            _ => buf.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 0xf)],
+            ]),
+        }
+        start = i + 1;
+    }
+    buf.extend_from_slice(&bytes[start..]);
+}
+
+/// Appends `v` as JSON (as `serde_json` writes it, without going through
+/// its `io::Write` serializer for every string).
 fn write_value(buf: &mut Vec<u8>, v: &Value) {
-    let _ = serde_json::to_writer(&mut *buf, v);
+    match v {
+        Value::Null => buf.extend_from_slice(b"null"),
+        Value::Bool(true) => buf.extend_from_slice(b"true"),
+        Value::Bool(false) => buf.extend_from_slice(b"false"),
+        Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                buf.extend_from_slice(itoa::Buffer::new().format(i).as_bytes());
+            } else if let Some(u) = n.as_u64() {
+                buf.extend_from_slice(itoa::Buffer::new().format(u).as_bytes());
+            } else {
+                // Floats as serde_json formats them (finite: a `Number`
+                // holds no NaN or infinity).
+                let _ = serde_json::to_writer(&mut *buf, n);
+            }
+        }
+        Value::String(s) => write_str(buf, s),
+        Value::Array(items) => {
+            buf.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    buf.push(b',');
+                }
+                write_value(buf, item);
+            }
+            buf.push(b']');
+        }
+        Value::Object(map) => {
+            buf.push(b'{');
+            for (i, (k, item)) in map.iter().enumerate() {
+                if i > 0 {
+                    buf.push(b',');
+                }
+                write_str(buf, k);
+                buf.push(b':');
+                write_value(buf, item);
+            }
+            buf.push(b'}');
+        }
+    }
 }
 
 #[cfg(test)]
@@ -124,6 +212,31 @@ mod tests {
         let text = String::from_utf8(buf).unwrap();
         assert!(text.starts_with("{\"timestamp\":"), "{text}");
         assert!(text.contains("\"target\":\"app\",\"trace_id\":"), "{text}");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn strings_and_values_are_written_as_serde_json_writes_them(
+            text in "(?s).{0,40}",
+            raw in proptest::collection::vec(proptest::num::u8::ANY, 0..40),
+            n in proptest::num::i64::ANY,
+            u in proptest::num::u64::ANY,
+            f in proptest::num::f64::NORMAL,
+        ) {
+            let lossy = String::from_utf8_lossy(&raw).into_owned();
+            for s in [text.as_str(), lossy.as_str(), "\u{0}\u{1f}\u{7f}\"\\\n\r\t\u{8}\u{c}é€😀"] {
+                let mut ours = Vec::new();
+                write_str(&mut ours, s);
+                proptest::prop_assert_eq!(&ours, &serde_json::to_vec(s).unwrap());
+            }
+            let v = serde_json::json!({
+                "s": text, "n": n, "u": u, "f": f, "neg": -0.0, "b": [true, false, null],
+                "nested": {"k\"ey": [lossy, {"x": 1.5e300}]}, "empty": {}, "none": [],
+            });
+            let mut ours = Vec::new();
+            write_value(&mut ours, &v);
+            proptest::prop_assert_eq!(ours, serde_json::to_vec(&v).unwrap());
+        }
     }
 
     #[test]
