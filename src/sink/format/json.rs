@@ -105,14 +105,36 @@ const fn escaped(b: u8) -> bool {
     b < 0x20 || b == b'"' || b == b'\\'
 }
 
+/// Whether any byte of `bytes` must be escaped, eight bytes at a time:
+/// with `ONES` the byte 0x01 repeated and `HIGH` 0x80, `(x - n*ONES) & !x
+/// & HIGH` is non-zero exactly when some byte of `x` is below `n` (for `n`
+/// up to 0x80), and a byte equal to `c` is a zero byte of `x ^ c*ONES`.
+fn needs_escape(bytes: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let below = |x: u64, n: u8| x.wrapping_sub(ONES * u64::from(n)) & !x & HIGH;
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(word);
+        let quote = x ^ (ONES * u64::from(b'"'));
+        let backslash = x ^ (ONES * u64::from(b'\\'));
+        if below(x, 0x20) | below(quote, 1) | below(backslash, 1) != 0 {
+            return true;
+        }
+    }
+    chunks.remainder().iter().any(|&b| escaped(b))
+}
+
 /// Appends `s` as a JSON string. Most strings need no escape at all: they
-/// are checked without branching on each byte (so the check vectorizes)
-/// and copied in one go; the rest are copied in runs between escapes.
+/// are checked eight bytes at a time and copied in one go; the rest are
+/// copied in runs between escapes.
 pub(crate) fn write_str(buf: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
     buf.reserve(bytes.len() + 2);
     buf.push(b'"');
-    if !bytes.iter().fold(false, |any, &b| any | escaped(b)) {
+    if !needs_escape(bytes) {
         buf.extend_from_slice(bytes);
     } else {
         write_escaped(buf, bytes);
