@@ -418,20 +418,8 @@ fn parent(
 }
 
 fn print_table(setups: &[String], runs: &[Run], full: bool) {
-    // The goals are about full runs; a smoke run is too short to judge.
-    let judge = |met: bool| match (full, met) {
-        (false, _) => "smoke run, not judged",
-        (true, true) => "met",
-        (true, false) => "NOT met",
-    };
-    let med = |setup: &str, key: &str| {
-        median(
-            runs.iter()
-                .filter(|r| r.setup() == setup)
-                .map(|r| r.num(key))
-                .collect(),
-        )
-    };
+    let judge = |met: bool| support::verdict(full, met);
+    let med = |setup: &str, key: &str| support::median_of(runs, setup, key);
     println!(
         "\n{:<17} {:>4} {:>7} {:>15} {:>10} {:>10} {:>9} {:>9} {:>10} {:>12} {:>14} {:>10} {:>10} {:>10} {:>10}",
         "setup",

@@ -180,20 +180,8 @@ fn parent(setups: &[String], events: u64, reps: usize, full: bool) -> ExitCode {
 }
 
 fn print_table(setups: &[String], runs: &[Run], full: bool) {
-    // The goals are about full runs; a smoke run is too short to judge.
-    let judge = |met: bool| match (full, met) {
-        (false, _) => "smoke run, not judged",
-        (true, true) => "met",
-        (true, false) => "NOT met",
-    };
-    let med = |setup: &str, key: &str| {
-        median(
-            runs.iter()
-                .filter(|r| r.setup() == setup)
-                .map(|r| r.num(key))
-                .collect(),
-        )
-    };
+    let judge = |met: bool| support::verdict(full, met);
+    let med = |setup: &str, key: &str| support::median_of(runs, setup, key);
     let has = |s: &str| runs.iter().any(|r| r.setup() == s);
     println!(
         "\n{:<20} {:>4} {:>16} {:>12} {:>12} {:>16} {:>11} {:>11} {:>12}",

@@ -113,6 +113,26 @@ impl Sink for CheckingSink {
     }
 }
 
+/// "met" or "NOT met" for a goal; the goals are about full (`--bench`)
+/// runs, and a smoke run is too short to judge.
+pub fn verdict(full: bool, met: bool) -> &'static str {
+    match (full, met) {
+        (false, _) => "smoke run, not judged",
+        (true, true) => "met",
+        (true, false) => "NOT met",
+    }
+}
+
+/// The median of `key` over the runs of `setup`.
+pub fn median_of(runs: &[Run], setup: &str, key: &str) -> f64 {
+    median(
+        runs.iter()
+            .filter(|r| r.setup() == setup)
+            .map(|r| r.num(key))
+            .collect(),
+    )
+}
+
 /// One finished run: the `key=value` pairs of the child's `RESULT` line.
 pub struct Run(pub BTreeMap<String, String>);
 

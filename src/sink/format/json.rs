@@ -86,8 +86,12 @@ pub(crate) fn write_event(buf: &mut Vec<u8>, event: &Event) {
 }
 
 fn write_map(buf: &mut Vec<u8>, fields: &[(FieldName, Value)]) {
+    write_object(buf, fields.iter().map(|(k, v)| (k.as_ref(), v)));
+}
+
+fn write_object<'a>(buf: &mut Vec<u8>, entries: impl Iterator<Item = (&'a str, &'a Value)>) {
     buf.push(b'{');
-    for (i, (k, v)) in fields.iter().enumerate() {
+    for (i, (k, v)) in entries.enumerate() {
         if i > 0 {
             buf.push(b',');
         }
@@ -202,18 +206,7 @@ fn write_value(buf: &mut Vec<u8>, v: &Value) {
             }
             buf.push(b']');
         }
-        Value::Object(map) => {
-            buf.push(b'{');
-            for (i, (k, item)) in map.iter().enumerate() {
-                if i > 0 {
-                    buf.push(b',');
-                }
-                write_str(buf, k);
-                buf.push(b':');
-                write_value(buf, item);
-            }
-            buf.push(b'}');
-        }
+        Value::Object(map) => write_object(buf, map.iter().map(|(k, v)| (k.as_str(), v))),
     }
 }
 
