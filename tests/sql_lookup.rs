@@ -79,6 +79,10 @@ async fn enrich_keys(
         fapilog::builder()
             .async_enricher_with(enricher, options)
             .enrich_deadline(Duration::from_secs(20))
+            // All the events in one batch even on a slow machine (logging
+            // them can take longer than the default 1 ms linger): the
+            // tests count queries per batch.
+            .linger(Duration::from_millis(500))
             .sink(out.sink()),
     )
     .await;
