@@ -55,7 +55,7 @@
 //!
 //! | module | what is in it |
 //! | --- | --- |
-//! | *(root)* | [`builder()`], [`Builder`], [`Guard`], [`FapilogLayer`], [`Event`], [`Overflow`], [`Settings`], errors |
+//! | *(root)* | [`builder()`], [`Builder`], [`Guard`], [`FapilogLayer`], [`Event`], [`SharedValue`] (a value many events share, as a cache's), [`Overflow`], [`Settings`], errors |
 //! | [`enrich`] | [`Enricher`] (sync) and [`AsyncEnricher`], [`Patch`](enrich::Patch), [`EnrichContext`](enrich::EnrichContext), [`EnricherOptions`](enrich::EnricherOptions), built-in static fields, hostname, pid |
 //! | [`lookup`] | [`Lookup`](lookup::Lookup) ("fetch many keys") and [`LookupEnricher`](lookup::LookupEnricher): cache, single-flight, batching, guarded calls, refresh-ahead; `SharedCache` (feature `redis`), a Redis tier shared by a fleet |
 //! | [`sources`] | [`SqlLookup`](sources::SqlLookup), [`HttpLookup`](sources::HttpLookup), [`RedisLookup`](sources::RedisLookup), a feature each |
