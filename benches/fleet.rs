@@ -110,7 +110,6 @@ mod support;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, ChildStdout, Command, ExitCode, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use fapilog::Overflow;
@@ -891,27 +890,8 @@ fn child(args: &Args, setup: &str, events: usize) -> ExitCode {
     let report = guard.shutdown_blocking();
     let secs = t0.elapsed().as_secs_f64();
 
-    let mut problems = Vec::new();
     let n = events as u64;
-    if report.emitted != n || report.dropped != 0 || report.timed_out || report.sink_failures != 0 {
-        problems.push(format!("shutdown report: {report:?}"));
-    }
-    let seen = tally.events.load(Ordering::Relaxed);
-    let enriched = tally.enriched.load(Ordering::Relaxed);
-    let wrong = tally.wrong_user.load(Ordering::Relaxed);
-    let with_errors = tally.with_errors.load(Ordering::Relaxed);
-    if seen != n {
-        problems.push(format!("the sink saw {seen} events, {n} were logged"));
-    }
-    if with_errors != 0 {
-        problems.push(format!("{with_errors} events carry enrichment errors"));
-    }
-    if wrong != 0 {
-        problems.push(format!("{wrong} events hold another id's row"));
-    }
-    if enriched != n {
-        problems.push(format!("{enriched} events enriched, expected {n}"));
-    }
+    let mut problems = support::delivery_problems(&report, &tally, n, n);
     let Some(stats) = report.enrichers.first() else {
         return fail("no enricher stats in the shutdown report".to_owned());
     };

@@ -643,30 +643,8 @@ fn child(setup: &str, events: usize, knobs: Knobs) -> ExitCode {
     let pipeline_cpu = (total_cpu - caller_cpu).max(0.0);
     let server = rt.block_on(server_queries(&admin)) - server_before;
 
-    let mut problems = Vec::new();
     let n = events as u64;
-    if report.emitted != n || report.dropped != 0 || report.timed_out || report.sink_failures != 0 {
-        problems.push(format!("shutdown report: {report:?}"));
-    }
-    let seen = tally.events.load(Ordering::Relaxed);
-    let with_user = tally.enriched.load(Ordering::Relaxed);
-    let wrong = tally.wrong_user.load(Ordering::Relaxed);
-    let with_errors = tally.with_errors.load(Ordering::Relaxed);
-    if seen != n {
-        problems.push(format!("the sink saw {seen} events, {n} were logged"));
-    }
-    if with_errors != 0 {
-        problems.push(format!("{with_errors} events carry enrichment errors"));
-    }
-    if wrong != 0 {
-        problems.push(format!("{wrong} events hold another id's row"));
-    }
-    let expected_enriched = if enriched { n } else { 0 };
-    if with_user != expected_enriched {
-        problems.push(format!(
-            "{with_user} events enriched, expected {expected_enriched}"
-        ));
-    }
+    let mut problems = support::delivery_problems(&report, &tally, n, if enriched { n } else { 0 });
     let stats = report.enrichers.first();
     if let Some(s) = stats
         && (s.failures != 0 || s.timeouts != 0 || s.short_circuits != 0)

@@ -12,6 +12,38 @@ use std::time::Duration;
 
 use fapilog::{Event, Sink, SinkError};
 
+/// What a run got wrong, given its shutdown report and what the sink saw:
+/// an event missing, dropped or failed, an enrichment error, an event
+/// holding another id's row, or other than `enriched` events enriched.
+pub fn delivery_problems(
+    report: &fapilog::observe::ShutdownReport,
+    tally: &Tally,
+    n: u64,
+    enriched: u64,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    if report.emitted != n || report.dropped != 0 || report.timed_out || report.sink_failures != 0 {
+        problems.push(format!("shutdown report: {report:?}"));
+    }
+    let seen = tally.events.load(Ordering::Relaxed);
+    let with_user = tally.enriched.load(Ordering::Relaxed);
+    let wrong = tally.wrong_user.load(Ordering::Relaxed);
+    let with_errors = tally.with_errors.load(Ordering::Relaxed);
+    if seen != n {
+        problems.push(format!("the sink saw {seen} events, {n} were logged"));
+    }
+    if with_errors != 0 {
+        problems.push(format!("{with_errors} events carry enrichment errors"));
+    }
+    if wrong != 0 {
+        problems.push(format!("{wrong} events hold another id's row"));
+    }
+    if with_user != enriched {
+        problems.push(format!("{with_user} events enriched, expected {enriched}"));
+    }
+    problems
+}
+
 /// What the sink saw.
 #[derive(Default)]
 pub struct Tally {
