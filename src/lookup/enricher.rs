@@ -17,6 +17,9 @@ use crate::observe::Counter;
 
 type KeyFn = Arc<dyn Fn(&Event) -> Option<Key> + Send + Sync>;
 
+/// The slot of an event that has no key.
+const NO_KEY: u32 = u32::MAX;
+
 /// Where a lookup's key comes from.
 #[derive(Clone)]
 enum KeySource {
@@ -669,45 +672,61 @@ impl<L: Lookup> AsyncEnricher for LookupEnricher<L> {
                 })
             })
             .collect();
-        // Sized for a batch of distinct keys (a cold stream), so neither
-        // grows while it is filled.
+        // One slot per distinct key, in order of first sight; each event
+        // points at its key's slot, so an event costs one hash probe here
+        // and none when its answer is merged. Sized for a batch of
+        // distinct keys (a cold stream), so nothing grows while filled.
         let distinct = keys.len().min(4096);
         let now = tokio::time::Instant::now();
-        let mut resolved: HashMap<Key, Resolution> =
+        let mut index: HashMap<&Key, u32> =
             HashMap::with_capacity_and_hasher(distinct, Default::default());
-        let mut stale: HashMap<Key, SharedValue> = HashMap::default();
+        let mut slot_of: Vec<u32> = Vec::with_capacity(keys.len());
+        let mut resolved: Vec<Option<Resolution>> = Vec::with_capacity(distinct);
+        let mut stale: HashMap<u32, SharedValue> = HashMap::default();
         let mut missing: Vec<Key> = Vec::new();
         let mut refresh: Vec<Key> = Vec::new();
-        let mut seen: HashSet<&Key> =
-            HashSet::with_capacity_and_hasher(distinct, Default::default());
-        for key in keys.iter().flatten() {
-            if !seen.insert(key) {
+        for key in &keys {
+            let Some(key) = key else {
+                slot_of.push(NO_KEY);
                 continue;
+            };
+            let slot = resolved.len() as u32;
+            match index.entry(key) {
+                std::collections::hash_map::Entry::Occupied(e) => {
+                    slot_of.push(*e.get());
+                    continue;
+                }
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(slot);
+                    slot_of.push(slot);
+                }
             }
-            match self.core.cache.get(key, now) {
+            resolved.push(match self.core.cache.get(key, now) {
                 Cached::Found(v) => {
                     ctx.metrics().count(Counter::CacheHit, 1);
-                    resolved.insert(key.clone(), Ok(Some(v)));
+                    Some(Ok(Some(v)))
                 }
                 Cached::Refresh(v) => {
                     ctx.metrics().count(Counter::CacheHit, 1);
-                    resolved.insert(key.clone(), Ok(Some(v)));
                     refresh.push(key.clone());
+                    Some(Ok(Some(v)))
                 }
                 Cached::NotFound => {
                     ctx.metrics().count(Counter::NegativeHit, 1);
-                    resolved.insert(key.clone(), Ok(None));
+                    Some(Ok(None))
                 }
                 Cached::Stale(v) => {
                     ctx.metrics().count(Counter::CacheMiss, 1);
-                    stale.insert(key.clone(), v);
+                    stale.insert(slot, v);
                     missing.push(key.clone());
+                    None
                 }
                 Cached::Miss => {
                     ctx.metrics().count(Counter::CacheMiss, 1);
                     missing.push(key.clone());
+                    None
                 }
-            }
+            });
         }
 
         if !refresh.is_empty() {
@@ -748,15 +767,20 @@ impl<L: Lookup> AsyncEnricher for LookupEnricher<L> {
         )
         .await;
         drop(guard);
-        resolved.extend(led);
-        resolved.extend(waited);
+        for (key, r) in led.into_iter().chain(waited) {
+            if let Some(&slot) = index.get(&key) {
+                resolved[slot as usize] = Some(r);
+            }
+        }
 
-        for (key, patch) in keys.iter().zip(out.iter_mut()) {
-            let Some(key) = key else { continue };
-            match resolved.get(key) {
+        for (&slot, patch) in slot_of.iter().zip(out.iter_mut()) {
+            if slot == NO_KEY {
+                continue;
+            }
+            match &resolved[slot as usize] {
                 Some(Ok(Some(v))) => self.core.merge_into(patch, v),
                 Some(Ok(None)) => {}
-                Some(Err(reason)) => match stale.get(key) {
+                Some(Err(reason)) => match stale.get(&slot) {
                     Some(v) if self.core.stale_on_error => {
                         ctx.metrics().count(Counter::StaleServed, 1);
                         self.core.merge_into(patch, v);

@@ -9,6 +9,7 @@
 //! batch is waiting on it, which on a stream of distinct keys is never.
 
 use super::FastMap as HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -72,21 +73,21 @@ impl SingleFlight {
         {
             let mut map = lock(&self.map);
             for key in missing {
-                match map.get(&key) {
-                    Some(other) => {
-                        other.waiters.fetch_add(1, Ordering::Relaxed);
-                        let changed = other.changed.clone();
-                        waiters.push((
-                            key,
-                            Waiter {
-                                flight: other.clone(),
-                                changed,
-                            },
-                        ));
+                // One probe per key: the entry is looked up once, whether
+                // it is joined or claimed.
+                match map.entry(key) {
+                    Entry::Occupied(other) => {
+                        let other_flight = other.get();
+                        other_flight.waiters.fetch_add(1, Ordering::Relaxed);
+                        let waiter = Waiter {
+                            flight: other_flight.clone(),
+                            changed: other_flight.changed.clone(),
+                        };
+                        waiters.push((other.key().clone(), waiter));
                     }
-                    None => {
-                        map.insert(key.clone(), flight.clone());
-                        leaders.push(key);
+                    Entry::Vacant(slot) => {
+                        leaders.push(slot.key().clone());
+                        slot.insert(flight.clone());
                     }
                 }
             }
