@@ -6,6 +6,7 @@
 //! sees the event the caller's spans may be gone.
 
 use std::borrow::Cow;
+use std::fmt;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -116,6 +117,90 @@ impl std::fmt::Debug for SharedValue {
         self.0.value.fmt(f)
     }
 }
+
+/// Bytes of a message held inline.
+const MESSAGE_INLINE: usize = 22;
+
+/// An event's message. One that fits in 22 bytes (a short literal phrase,
+/// as many are) is held inline: no allocation on the caller's thread and
+/// no free on the worker's.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) enum Message {
+    Inline(u8, [u8; MESSAGE_INLINE]),
+    Heap(String),
+}
+
+impl Message {
+    pub(crate) fn as_str(&self) -> &str {
+        match self {
+            // Only whole `str`s are copied in (see `MessageWriter`), so the
+            // bytes are UTF-8 and this never falls back.
+            Message::Inline(n, bytes) => std::str::from_utf8(&bytes[..*n as usize]).unwrap_or(""),
+            Message::Heap(s) => s,
+        }
+    }
+}
+
+impl From<String> for Message {
+    fn from(s: String) -> Self {
+        Message::Heap(s)
+    }
+}
+
+impl fmt::Debug for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+/// Formats a message inline while it fits, else into a `String`.
+pub(crate) struct MessageWriter {
+    len: usize,
+    inline: [u8; MESSAGE_INLINE],
+    heap: Option<String>,
+}
+
+impl MessageWriter {
+    pub(crate) fn new() -> Self {
+        MessageWriter {
+            len: 0,
+            inline: [0; MESSAGE_INLINE],
+            heap: None,
+        }
+    }
+
+    pub(crate) fn finish(self) -> Message {
+        match self.heap {
+            Some(s) => Message::Heap(s),
+            None => Message::Inline(self.len as u8, self.inline),
+        }
+    }
+}
+
+impl fmt::Write for MessageWriter {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        if let Some(heap) = &mut self.heap {
+            heap.push_str(s);
+        } else if self.len + s.len() <= MESSAGE_INLINE {
+            self.inline[self.len..self.len + s.len()].copy_from_slice(s.as_bytes());
+            self.len += s.len();
+        } else {
+            // Sized up front: growing from the inline part costs several
+            // reallocations on the caller's thread.
+            let mut heap = String::with_capacity((self.len + s.len()).max(64));
+            heap.push_str(std::str::from_utf8(&self.inline[..self.len]).unwrap_or(""));
+            heap.push_str(s);
+            self.heap = Some(heap);
+        }
+        Ok(())
+    }
+}
+
+/// The fields enrichers added to an event (and what one enricher adds to
+/// one event): the first is held inline, since most events get one (a
+/// lookup's value under one key), which saves an allocation on the worker
+/// and a free per event.
+pub(crate) type Added = smallvec::SmallVec<[(FieldName, FieldValue); 1]>;
 
 /// A value an enricher added: the event's own, or one it shares with a
 /// cache (a lookup's hit costs a reference count, not a copy of the tree).
@@ -359,14 +444,14 @@ pub struct Event {
     pub(crate) module_path: Option<Cow<'static, str>>,
     pub(crate) file: Option<Cow<'static, str>>,
     pub(crate) line: Option<u32>,
-    pub(crate) message: Option<String>,
+    pub(crate) message: Option<Message>,
     pub(crate) fields: Vec<(FieldName, Value)>,
     /// Root first, leaf last. Shared by every event logged in the same
     /// span (see `capture`), so an event costs one reference count here.
     pub(crate) spans: SpanChain,
     pub(crate) thread_name: Option<&'static str>,
     pub(crate) thread_id: u64,
-    pub(crate) extra: Vec<(FieldName, FieldValue)>,
+    pub(crate) extra: Added,
     pub(crate) errors: Vec<(FieldName, Cow<'static, str>)>,
     pub(crate) trace: Option<TraceContext>,
 }
@@ -386,12 +471,12 @@ impl Event {
             module_path: None,
             file: None,
             line: None,
-            message: Some(message.into()),
+            message: Some(Message::Heap(message.into())),
             fields: Vec::new(),
             spans: SpanChain::default(),
             thread_name: None,
             thread_id: 0,
-            extra: Vec::new(),
+            extra: Added::new(),
             errors: Vec::new(),
             trace: None,
         }
@@ -477,7 +562,7 @@ impl Event {
 
     /// The formatted message, if the event had one.
     pub fn message(&self) -> Option<&str> {
-        self.message.as_deref()
+        self.message.as_ref().map(Message::as_str)
     }
 
     /// The event's own fields (not span fields), in the order given.
@@ -535,9 +620,8 @@ impl Event {
     }
 
     /// An enricher's fields, as [`insert_field`](Self::insert_field) one
-    /// by one; an event's first field takes the patch's vector as it is
-    /// (one allocation per event saved).
-    pub(crate) fn insert_fields(&mut self, mut fields: Vec<(FieldName, FieldValue)>) {
+    /// by one; an event's first field takes the patch's storage as it is.
+    pub(crate) fn insert_fields(&mut self, mut fields: Added) {
         if self.extra.is_empty() && fields.len() == 1 {
             let name = &mut fields[0].0;
             if RESERVED_KEYS.contains(&name.as_ref()) {
@@ -597,6 +681,39 @@ pub(crate) fn trace_of(fields: &[(FieldName, Value)]) -> Option<TraceContext> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fmt::Write as _;
+
+    fn written(pieces: &[&str]) -> Message {
+        let mut w = MessageWriter::new();
+        for p in pieces {
+            w.write_str(p).unwrap();
+        }
+        w.finish()
+    }
+
+    #[test]
+    fn a_message_is_inline_up_to_its_limit_and_whole_past_it() {
+        let fits = "x".repeat(MESSAGE_INLINE);
+        let m = written(&[&fits[..5], &fits[5..]]);
+        assert!(matches!(m, Message::Inline(..)));
+        assert_eq!(m.as_str(), fits);
+        let over = format!("{fits}é");
+        let m = written(&[&fits, "é"]);
+        assert!(matches!(m, Message::Heap(_)));
+        assert_eq!(m.as_str(), over);
+        assert_eq!(written(&[]).as_str(), "");
+        let long = "ü".repeat(100);
+        assert_eq!(written(&[&long[..20], &long[20..]]).as_str(), long);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn a_message_reads_back_as_written(pieces in proptest::collection::vec(".{0,12}", 0..6)) {
+            let refs: Vec<&str> = pieces.iter().map(String::as_str).collect();
+            let m = written(&refs);
+            proptest::prop_assert_eq!(m.as_str(), pieces.concat());
+        }
+    }
 
     #[test]
     fn traceparent_is_parsed_strictly() {

@@ -335,7 +335,7 @@ where
         spans,
         thread_name,
         thread_id,
-        extra: Vec::new(),
+        extra: crate::event::Added::new(),
         errors: Vec::new(),
         trace: None,
     }

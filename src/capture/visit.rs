@@ -5,11 +5,11 @@ use std::fmt;
 
 use tracing::field::{Field, Visit};
 
-use crate::event::{FieldName, Value};
+use crate::event::{FieldName, Message, MessageWriter, Value};
 
 /// Copies field values, keeping their types.
 pub(super) struct FieldVisitor {
-    pub(super) message: Option<String>,
+    pub(super) message: Option<Message>,
     pub(super) fields: Vec<(FieldName, Value)>,
     skip_log_fields: bool,
 }
@@ -73,7 +73,9 @@ impl Visit for FieldVisitor {
 
     fn record_str(&mut self, field: &Field, value: &str) {
         if field.name() == "message" {
-            self.message = Some(value.to_owned());
+            let mut w = MessageWriter::new();
+            let _ = fmt::Write::write_str(&mut w, value);
+            self.message = Some(w.finish());
         } else {
             self.push(field, Value::String(value.to_owned()));
         }
@@ -84,14 +86,16 @@ impl Visit for FieldVisitor {
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if field.name() == "message" {
+            let mut w = MessageWriter::new();
+            let _ = fmt::Write::write_fmt(&mut w, format_args!("{value:?}"));
+            self.message = Some(w.finish());
+            return;
+        }
         // Sized up front: growing a String from empty costs several
         // reallocations per value on the caller's thread.
         let mut text = String::with_capacity(64);
         let _ = fmt::Write::write_fmt(&mut text, format_args!("{value:?}"));
-        if field.name() == "message" {
-            self.message = Some(text);
-        } else {
-            self.push(field, Value::String(text));
-        }
+        self.push(field, Value::String(text));
     }
 }

@@ -135,7 +135,7 @@ forward_async_enricher!(Arc, Box);
 /// What one async enricher adds to one event.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Patch {
-    pub(crate) fields: Vec<(FieldName, FieldValue)>,
+    pub(crate) fields: crate::event::Added,
     pub(crate) error: Option<Cow<'static, str>>,
 }
 

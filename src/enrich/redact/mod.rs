@@ -322,9 +322,9 @@ impl Redactor {
         }
         if self.values
             && let Some(message) = &mut event.message
-            && let Some(hidden) = self.redact_text(message)
+            && let Some(hidden) = self.redact_text(message.as_str())
         {
-            *message = hidden;
+            *message = hidden.into();
         }
     }
 

@@ -13,7 +13,7 @@ pub(crate) fn write_event(buf: &mut Vec<u8>, event: &Event) {
     buf.push(b'"');
     if let Some(m) = &event.message {
         buf.extend_from_slice(b",\"message\":");
-        write_str(buf, m);
+        write_str(buf, m.as_str());
     }
     buf.extend_from_slice(b",\"target\":");
     write_str(buf, &event.target);
