@@ -228,6 +228,36 @@ thread_local! {
 /// Slots of `RECENT_NAMES`.
 const RECENT: usize = 64;
 
+/// Longest name `OWNED_NAMES` keeps.
+const OWNED_NAME: usize = 30;
+
+/// A verdict on a name that is not static, kept with the name itself so a
+/// hit is exact (a name colliding with another in the slot is never given
+/// the other's verdict).
+#[derive(Clone, Copy)]
+struct OwnedVerdict {
+    id: u64,
+    len: u8,
+    name: [u8; OWNED_NAME],
+    secret: bool,
+}
+
+thread_local! {
+    /// Verdicts on names that are not static (an object's keys, a row's
+    /// column names), direct-mapped by a hash of the name: a lookup's
+    /// values come with the same few keys again and again.
+    static OWNED_NAMES: [Cell<OwnedVerdict>; RECENT] = const {
+        [const {
+            Cell::new(OwnedVerdict {
+                id: u64::MAX,
+                len: 0,
+                name: [0; OWNED_NAME],
+                secret: false,
+            })
+        }; RECENT]
+    };
+}
+
 /// The memo's keys are addresses and ids: mixing them is hashing enough.
 #[derive(Default)]
 struct AddrHasher(u64);
@@ -292,6 +322,49 @@ impl Redactor {
         })
     }
 
+    /// [`is_secret`](Self::is_secret) for a name that is not static,
+    /// remembered per thread for short names.
+    fn is_secret_key(&self, name: &str) -> bool {
+        let bytes = name.as_bytes();
+        if bytes.len() > OWNED_NAME {
+            return self.is_secret(name);
+        }
+        let mut h = bytes.len() as u64;
+        for &b in bytes {
+            h = (h.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+        // Two ways per set: names that share a set do not evict each other.
+        let set = (h >> 59) as usize * 2;
+        let matches = |v: &OwnedVerdict| {
+            v.id == self.id && usize::from(v.len) == bytes.len() && &v.name[..bytes.len()] == bytes
+        };
+        if let Some(secret) = OWNED_NAMES.with(|m| {
+            let (first, second) = (m[set].get(), m[set + 1].get());
+            if matches(&first) {
+                Some(first.secret)
+            } else if matches(&second) {
+                Some(second.secret)
+            } else {
+                None
+            }
+        }) {
+            return secret;
+        }
+        let secret = self.is_secret(name);
+        let mut entry = OwnedVerdict {
+            id: self.id,
+            len: bytes.len() as u8,
+            name: [0; OWNED_NAME],
+            secret,
+        };
+        entry.name[..bytes.len()].copy_from_slice(bytes);
+        OWNED_NAMES.with(|m| {
+            m[set + 1].set(m[set].get());
+            m[set].set(entry);
+        });
+        secret
+    }
+
     /// Redacts a whole batch before it goes to the sinks.
     pub(crate) fn redact_batch(&self, batch: &mut [Event]) {
         let mut spans = SpanCache::new();
@@ -351,7 +424,7 @@ impl Redactor {
                 RECENT_NAMES.with(|r| r[slot].set((addr, len, self.id, verdict)));
                 verdict
             }
-            Cow::Owned(s) => self.is_secret(s),
+            Cow::Owned(s) => self.is_secret_key(s),
         }
     }
 
@@ -399,7 +472,7 @@ impl Redactor {
         match v {
             Value::Object(map) => {
                 for (k, inner) in map.iter_mut() {
-                    if self.is_secret(k) {
+                    if self.is_secret_key(k) {
                         *inner = self.replacement.clone();
                     } else {
                         self.redact_value(inner);
@@ -440,7 +513,7 @@ impl Redactor {
         match v {
             Value::Object(map) => map
                 .iter()
-                .any(|(k, v)| self.is_secret(k) || self.value_needs(v)),
+                .any(|(k, v)| self.is_secret_key(k) || self.value_needs(v)),
             Value::Array(items) => items.iter().any(|i| self.value_needs(i)),
             Value::String(s) if self.values => self.redact_text(s).is_some(),
             _ => false,
@@ -643,7 +716,37 @@ mod tests {
         assert!(!r.is_secret("password"), "the list was replaced");
     }
 
+    #[test]
+    fn remembered_verdicts_on_owned_names_are_each_redactors_own() {
+        let default = redactor();
+        let ssn_only = Redaction::default()
+            .keys(["ssn"])
+            .compile()
+            .unwrap()
+            .unwrap();
+        for _ in 0..3 {
+            assert!(default.is_secret_key("password"));
+            assert!(!ssn_only.is_secret_key("password"));
+            assert!(ssn_only.is_secret_key("customer_ssn"));
+            assert!(!default.is_secret_key("customer_ssn"));
+        }
+        let long = format!("{}_token", "x".repeat(OWNED_NAME));
+        assert!(default.is_secret_key(&long) && default.is_secret_key(&long));
+    }
+
     proptest! {
+        #[test]
+        fn a_remembered_verdict_is_the_verdict(
+            names in proptest::collection::vec("[a-zA-Z_]{0,8}(token|name|key|id|pass)?[a-z]{0,3}", 1..200),
+        ) {
+            // Many names through the same 64 slots: collisions must give
+            // each name its own verdict.
+            let r = redactor();
+            for name in names.iter().chain(names.iter()) {
+                prop_assert_eq!(r.is_secret_key(name), r.is_secret(name), "{}", name);
+            }
+        }
+
         #[test]
         fn a_secret_word_anywhere_in_a_name_is_found(
             before in "[a-zA-Z0-9]{0,10}",
