@@ -141,6 +141,16 @@ impl Message {
     }
 }
 
+impl Message {
+    /// The message's bytes, UTF-8 (without checking them again).
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        match self {
+            Message::Inline(n, bytes) => &bytes[..*n as usize],
+            Message::Heap(s) => s.as_bytes(),
+        }
+    }
+}
+
 impl From<String> for Message {
     fn from(s: String) -> Self {
         Message::Heap(s)

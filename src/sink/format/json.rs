@@ -13,7 +13,7 @@ pub(crate) fn write_event(buf: &mut Vec<u8>, event: &Event) {
     buf.push(b'"');
     if let Some(m) = &event.message {
         buf.extend_from_slice(b",\"message\":");
-        write_str(buf, m.as_str());
+        write_utf8(buf, m.as_bytes());
     }
     buf.extend_from_slice(b",\"target\":");
     write_str(buf, &event.target);
@@ -116,26 +116,47 @@ const fn escaped(b: u8) -> bool {
 fn needs_escape(bytes: &[u8]) -> bool {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
+    /// Spaces: bytes that need no escape, to pad a short string's word.
+    const PAD: u64 = ONES * 0x20;
     let below = |x: u64, n: u8| x.wrapping_sub(ONES * u64::from(n)) & !x & HIGH;
-    let mut chunks = bytes.chunks_exact(8);
-    for chunk in &mut chunks {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        let x = u64::from_le_bytes(word);
+    let has = |x: u64| {
         let quote = x ^ (ONES * u64::from(b'"'));
         let backslash = x ^ (ONES * u64::from(b'\\'));
-        if below(x, 0x20) | below(quote, 1) | below(backslash, 1) != 0 {
-            return true;
+        below(x, 0x20) | below(quote, 1) | below(backslash, 1) != 0
+    };
+    let word = |c: &[u8]| u64::from_le_bytes(c.try_into().unwrap_or([0x20; 8]));
+    let half = |c: &[u8]| u64::from(u32::from_le_bytes(c.try_into().unwrap_or([0x20; 4])));
+    let quarter = |c: &[u8]| u64::from(u16::from_le_bytes(c.try_into().unwrap_or([0x20; 2])));
+    let n = bytes.len();
+    // Most strings (field names, short values) are under eight bytes: one
+    // word built from overlapping loads (a byte seen twice is harmless),
+    // padded with spaces, instead of a loop over the bytes.
+    match n {
+        0 => false,
+        1 => has(PAD << 8 | u64::from(bytes[0])),
+        2..=3 => has(PAD << 32 | quarter(&bytes[n - 2..]) << 16 | quarter(&bytes[..2])),
+        4..=7 => has(half(&bytes[n - 4..]) << 32 | half(&bytes[..4])),
+        _ => {
+            let mut chunks = bytes.chunks_exact(8);
+            if chunks.any(|c| has(word(c))) {
+                return true;
+            }
+            // The tail: the last eight bytes, overlapping the words before.
+            !chunks.remainder().is_empty() && has(word(&bytes[n - 8..]))
         }
     }
-    chunks.remainder().iter().any(|&b| escaped(b))
 }
 
 /// Appends `s` as a JSON string. Most strings need no escape at all: they
 /// are checked eight bytes at a time and copied in one go; the rest are
 /// copied in runs between escapes.
 pub(crate) fn write_str(buf: &mut Vec<u8>, s: &str) {
-    let bytes = s.as_bytes();
+    write_utf8(buf, s.as_bytes());
+}
+
+/// [`write_str`] of bytes known to be UTF-8 (a message's, which skips
+/// checking them again).
+fn write_utf8(buf: &mut Vec<u8>, bytes: &[u8]) {
     buf.reserve(bytes.len() + 2);
     buf.push(b'"');
     if !needs_escape(bytes) {
@@ -227,6 +248,25 @@ mod tests {
         let text = String::from_utf8(buf).unwrap();
         assert!(text.starts_with("{\"timestamp\":"), "{text}");
         assert!(text.contains("\"target\":\"app\",\"trace_id\":"), "{text}");
+    }
+
+    #[test]
+    fn every_escape_is_found_at_every_position_of_every_short_length() {
+        let must: Vec<u8> = (0..0x20).chain([b'"', b'\\']).collect();
+        for len in 0..=40 {
+            // Bytes that need no escape, the edges included.
+            for safe in [b' ', b'a', 0x7f, 0x80, 0xff, b'!', b'#', b'[', b']'] {
+                let text = vec![safe; len];
+                assert!(!needs_escape(&text), "{len} x {safe:#x}");
+            }
+            for at in 0..len {
+                for &b in &must {
+                    let mut text = vec![b'a'; len];
+                    text[at] = b;
+                    assert!(needs_escape(&text), "{b:#x} at {at} of {len}");
+                }
+            }
+        }
     }
 
     proptest::proptest! {

@@ -1,5 +1,6 @@
 //! Timestamps: UTC, RFC 3339 with microseconds, `2026-11-27T08:03:59.123456Z`.
 
+use std::cell::Cell;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The last instant a four-digit year can show (9999-12-31T23:59:59.999999Z).
@@ -13,12 +14,35 @@ const LATEST: Duration = Duration::new(253_402_300_799, 999_999_999);
 pub(crate) fn write_rfc3339(buf: &mut Vec<u8>, t: SystemTime) {
     let since = t.duration_since(UNIX_EPOCH).unwrap_or_default().min(LATEST);
     let secs = since.as_secs();
-    let micros = since.subsec_micros();
+    // Records come many to a second: the part up to the seconds is the
+    // last record's, most of the time.
+    let (last, mut out) = LAST_SECOND.with(Cell::get);
+    if last != secs {
+        out = date_and_time(secs);
+        LAST_SECOND.with(|c| c.set((secs, out)));
+    }
+    buf.extend_from_slice(&out);
+    let mut frac = [b'.', 0, 0, 0, 0, 0, 0, b'Z'];
+    let mut u = since.subsec_micros();
+    for i in (1..7).rev() {
+        frac[i] = b'0' + (u % 10) as u8;
+        u /= 10;
+    }
+    buf.extend_from_slice(&frac);
+}
+
+thread_local! {
+    /// The second last written and its `YYYY-MM-DDTHH:MM:SS`.
+    static LAST_SECOND: Cell<(u64, [u8; 19])> = const { Cell::new((u64::MAX, [0; 19])) };
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` of a count of seconds since the epoch.
+fn date_and_time(secs: u64) -> [u8; 19] {
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let (year, month, day) = civil_from_days(days);
     let (h, m, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
     let two = |n: u64| [b'0' + (n / 10) as u8, b'0' + (n % 10) as u8];
-    let mut out = [0u8; 27];
+    let mut out = [0u8; 19];
     out[..4].copy_from_slice(&[
         b'0' + (year / 1000) as u8,
         b'0' + (year / 100 % 10) as u8,
@@ -35,14 +59,7 @@ pub(crate) fn write_rfc3339(buf: &mut Vec<u8>, t: SystemTime) {
     out[14..16].copy_from_slice(&two(m));
     out[16] = b':';
     out[17..19].copy_from_slice(&two(s));
-    out[19] = b'.';
-    let mut u = micros;
-    for i in (20..26).rev() {
-        out[i] = b'0' + (u % 10) as u8;
-        u /= 10;
-    }
-    out[26] = b'Z';
-    buf.extend_from_slice(&out);
+    out
 }
 
 /// Year, month (1–12) and day (1–31) of a day count since 1970-01-01, in
@@ -94,10 +111,15 @@ mod tests {
             nanos in 0u32..1_000_000_000,
         ) {
             let t = UNIX_EPOCH + Duration::new(secs, nanos);
-            proptest::prop_assert_eq!(
-                rfc3339(t),
-                humantime::format_rfc3339_micros(t).to_string()
-            );
+            // The same second again (the remembered part), the next one
+            // and back: each written as itself.
+            let next = (t + Duration::from_millis(700)).min(UNIX_EPOCH + LATEST);
+            for t in [t, t, next, t] {
+                proptest::prop_assert_eq!(
+                    rfc3339(t),
+                    humantime::format_rfc3339_micros(t).to_string()
+                );
+            }
         }
     }
 
