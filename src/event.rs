@@ -118,6 +118,63 @@ impl std::fmt::Debug for SharedValue {
     }
 }
 
+/// Where an event was logged: a `tracing` call site's metadata (one
+/// pointer: an event is moved through the queue and into a batch, so its
+/// size is paid on every move), or a location given by value (records
+/// bridged from `log`, events the application builds).
+#[derive(Debug, Clone)]
+pub(crate) enum Site {
+    Static(&'static tracing::Metadata<'static>),
+    Given(Box<GivenSite>),
+}
+
+/// A location given by value.
+#[derive(Debug, Clone)]
+pub(crate) struct GivenSite {
+    pub(crate) target: Cow<'static, str>,
+    pub(crate) module_path: Option<Cow<'static, str>>,
+    pub(crate) file: Option<Cow<'static, str>>,
+    pub(crate) line: Option<u32>,
+}
+
+impl Site {
+    pub(crate) fn target(&self) -> &str {
+        match self {
+            Site::Static(m) => m.target(),
+            Site::Given(g) => &g.target,
+        }
+    }
+
+    /// The target, without a copy when it is static.
+    pub(crate) fn target_cow(&self) -> Cow<'static, str> {
+        match self {
+            Site::Static(m) => Cow::Borrowed(m.target()),
+            Site::Given(g) => g.target.clone(),
+        }
+    }
+
+    pub(crate) fn module_path(&self) -> Option<&str> {
+        match self {
+            Site::Static(m) => m.module_path(),
+            Site::Given(g) => g.module_path.as_deref(),
+        }
+    }
+
+    pub(crate) fn file(&self) -> Option<&str> {
+        match self {
+            Site::Static(m) => m.file(),
+            Site::Given(g) => g.file.as_deref(),
+        }
+    }
+
+    pub(crate) fn line(&self) -> Option<u32> {
+        match self {
+            Site::Static(m) => m.line(),
+            Site::Given(g) => g.line,
+        }
+    }
+}
+
 /// Bytes of a message held inline.
 const MESSAGE_INLINE: usize = 22;
 
@@ -450,10 +507,7 @@ impl FromIterator<Arc<SpanRecord>> for SpanChain {
 pub struct Event {
     pub(crate) timestamp: SystemTime,
     pub(crate) level: Level,
-    pub(crate) target: Cow<'static, str>,
-    pub(crate) module_path: Option<Cow<'static, str>>,
-    pub(crate) file: Option<Cow<'static, str>>,
-    pub(crate) line: Option<u32>,
+    pub(crate) site: Site,
     pub(crate) message: Option<Message>,
     pub(crate) fields: Vec<(FieldName, Value)>,
     /// Root first, leaf last. Shared by every event logged in the same
@@ -477,10 +531,12 @@ impl Event {
         Event {
             timestamp: SystemTime::now(),
             level,
-            target: target.into(),
-            module_path: None,
-            file: None,
-            line: None,
+            site: Site::Given(Box::new(GivenSite {
+                target: target.into(),
+                module_path: None,
+                file: None,
+                line: None,
+            })),
             message: Some(Message::Heap(message.into())),
             fields: Vec::new(),
             spans: SpanChain::default(),
@@ -552,22 +608,22 @@ impl Event {
 
     /// The event's target (by default the module path of the log call).
     pub fn target(&self) -> &str {
-        &self.target
+        self.site.target()
     }
 
     /// The module path of the log call, when known.
     pub fn module_path(&self) -> Option<&str> {
-        self.module_path.as_deref()
+        self.site.module_path()
     }
 
     /// The source file of the log call, when known.
     pub fn file(&self) -> Option<&str> {
-        self.file.as_deref()
+        self.site.file()
     }
 
     /// The source line of the log call, when known.
     pub fn line(&self) -> Option<u32> {
-        self.line
+        self.site.line()
     }
 
     /// The formatted message, if the event had one.

@@ -22,7 +22,7 @@ use tracing_log::NormalizeEvent;
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
-use crate::event::{Event, SpanChain, SpanRecord, TraceContext};
+use crate::event::{Event, GivenSite, Site, SpanChain, SpanRecord, TraceContext};
 
 pub(crate) mod filter;
 #[cfg(feature = "opentelemetry")]
@@ -299,19 +299,14 @@ where
     let mut visitor = FieldVisitor::with_capacity(is_log, meta.fields().len());
     event.record(&mut visitor);
 
-    let (target, module_path, file, line) = match &normalized {
-        Some(n) => (
-            Cow::Owned(n.target().to_owned()),
-            n.module_path().map(|m| Cow::Owned(m.to_owned())),
-            n.file().map(|f| Cow::Owned(f.to_owned())),
-            n.line(),
-        ),
-        None => (
-            Cow::Borrowed(meta.target()),
-            meta.module_path().map(Cow::Borrowed),
-            meta.file().map(Cow::Borrowed),
-            meta.line(),
-        ),
+    let site = match &normalized {
+        Some(n) => Site::Given(Box::new(GivenSite {
+            target: Cow::Owned(n.target().to_owned()),
+            module_path: n.module_path().map(|m| Cow::Owned(m.to_owned())),
+            file: n.file().map(|f| Cow::Owned(f.to_owned())),
+            line: n.line(),
+        })),
+        None => Site::Static(meta),
     };
 
     // With a per-layer filter, the scope holds only the spans this layer's
@@ -326,10 +321,7 @@ where
     Event {
         timestamp,
         level: *meta.level(),
-        target,
-        module_path,
-        file,
-        line,
+        site,
         message: visitor.message,
         fields: visitor.fields,
         spans,

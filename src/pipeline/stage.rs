@@ -237,7 +237,9 @@ async fn run_one(
         deadline,
         budget,
     );
-    let mut patches = vec![Patch::default(); events.len()];
+    let mut patches: Vec<Patch> = std::iter::repeat_with(Patch::default)
+        .take(events.len())
+        .collect();
     if slot.enricher.guards_own_calls() {
         let fut = AssertUnwindSafe(slot.enricher.enrich(events, &mut patches, &ctx)).catch_unwind();
         match tokio::time::timeout_at(deadline, fut).await {

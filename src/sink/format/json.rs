@@ -16,7 +16,7 @@ pub(crate) fn write_event(buf: &mut Vec<u8>, event: &Event) {
         write_utf8(buf, m.as_bytes());
     }
     buf.extend_from_slice(b",\"target\":");
-    write_str(buf, &event.target);
+    write_str(buf, event.target());
     if let Some(t) = &event.trace {
         buf.extend_from_slice(b",\"trace_id\":\"");
         push_hex(buf, &t.trace_id_bytes());
@@ -62,15 +62,15 @@ pub(crate) fn write_event(buf: &mut Vec<u8>, event: &Event) {
         }
         buf.push(b'}');
     }
-    if let Some(m) = &event.module_path {
+    if let Some(m) = event.module_path() {
         buf.extend_from_slice(b",\"module\":");
         write_str(buf, m);
     }
-    if let Some(f) = &event.file {
+    if let Some(f) = event.file() {
         buf.extend_from_slice(b",\"file\":");
         write_str(buf, f);
     }
-    if let Some(l) = event.line {
+    if let Some(l) = event.line() {
         buf.extend_from_slice(b",\"line\":");
         buf.extend_from_slice(itoa::Buffer::new().format(l).as_bytes());
     }

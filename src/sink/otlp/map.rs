@@ -193,7 +193,7 @@ pub(super) fn pending(event: &Event, omit: &Omit, counted: bool, scratch: &mut V
     scratch.clear();
     encode::record(event, omit, scratch);
     Pending {
-        scope: event.target.clone(),
+        scope: event.site.target_cow(),
         record: scratch.as_slice().into(),
         counted,
     }
