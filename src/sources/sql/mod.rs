@@ -39,6 +39,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::TryStreamExt;
 use sqlx::{AssertSqlSafe, ConnectOptions};
 use tokio::sync::OnceCell;
 
@@ -511,7 +512,9 @@ impl Lookup for SqlLookup {
                         }
                     }
                 };
-                for row in q.fetch_all(p).await.map_err(query_error)? {
+                // Rows are decoded as they arrive, not gathered first.
+                let mut rows = q.fetch(p);
+                while let Some(row) = rows.try_next().await.map_err(query_error)? {
                     let (k, v) = row_to_json(&row, key_col, nulls, pg_value)?;
                     prepared.answer(&mut found, k, v);
                 }
@@ -528,7 +531,9 @@ impl Lookup for SqlLookup {
                         Bound::Text(_) | Bound::Raw(Key::Str(_)) => q.bind(bound_text(b)),
                     };
                 }
-                for row in q.fetch_all(p).await.map_err(query_error)? {
+                // Rows are decoded as they arrive, not gathered first.
+                let mut rows = q.fetch(p);
+                while let Some(row) = rows.try_next().await.map_err(query_error)? {
                     let (k, v) = row_to_json(&row, key_col, nulls, mysql_value)?;
                     prepared.answer(&mut found, k, v);
                 }
@@ -546,7 +551,9 @@ impl Lookup for SqlLookup {
                         | Bound::Text(_) => q.bind(bound_text(b)),
                     };
                 }
-                for row in q.fetch_all(p).await.map_err(query_error)? {
+                // Rows are decoded as they arrive, not gathered first.
+                let mut rows = q.fetch(p);
+                while let Some(row) = rows.try_next().await.map_err(query_error)? {
                     let (k, v) = row_to_json(&row, key_col, nulls, sqlite_value)?;
                     prepared.answer(&mut found, k, v);
                 }
