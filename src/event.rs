@@ -121,7 +121,10 @@ impl std::fmt::Debug for SharedValue {
 /// Where an event was logged: a `tracing` call site's metadata (one
 /// pointer: an event is moved through the queue and into a batch, so its
 /// size is paid on every move), or a location given by value (records
-/// bridged from `log`, events the application builds).
+/// bridged from `log`, events the application builds). `Static` also
+/// promises that every field of the event is one the metadata names, so
+/// what is true of the call site's names (none is secret) is true of the
+/// event's.
 #[derive(Debug, Clone)]
 pub(crate) enum Site {
     Static(&'static tracing::Metadata<'static>),
@@ -138,6 +141,25 @@ pub(crate) struct GivenSite {
 }
 
 impl Site {
+    /// The location of a call site, given by value.
+    fn given(meta: &'static tracing::Metadata<'static>) -> Site {
+        Site::Given(Box::new(GivenSite {
+            target: Cow::Borrowed(meta.target()),
+            module_path: meta.module_path().map(Cow::Borrowed),
+            file: meta.file().map(Cow::Borrowed),
+            line: meta.line(),
+        }))
+    }
+
+    /// The call site whose metadata names every field of the event (an
+    /// event's fields are its call site's, or some of them), if any.
+    pub(crate) fn call_site(&self) -> Option<&'static tracing::Metadata<'static>> {
+        match self {
+            Site::Static(m) => Some(m),
+            Site::Given(_) => None,
+        }
+    }
+
     pub(crate) fn target(&self) -> &str {
         match self {
             Site::Static(m) => m.target(),
@@ -563,6 +585,11 @@ impl Event {
     /// Adds an event field, as if it had been given to the log macro.
     #[must_use]
     pub fn with_field(mut self, name: impl Into<FieldName>, value: impl Into<Value>) -> Self {
+        // A call site's metadata stands for the names of its fields (see
+        // `Site`): a field it does not name makes the location a given one.
+        if let Site::Static(meta) = self.site {
+            self.site = Site::given(meta);
+        }
         self.fields.push((name.into(), value.into()));
         if let Some(t) = trace_of(&self.fields[self.fields.len() - 1..]) {
             self.trace = Some(t);

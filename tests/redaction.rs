@@ -334,3 +334,58 @@ fn a_secret_recorded_on_a_span_later_is_hidden_from_then_on() {
     assert!(!upstream.contains("pa55w0rd"), "{upstream}");
     assert!(upstream.contains("api.internal"), "{upstream}");
 }
+
+/// One call site, logged into two pipelines whose workers run on the same
+/// application thread: each judges the call site's names by its own rules
+/// (the verdict a thread remembers is per redactor).
+#[tokio::test(flavor = "current_thread")]
+async fn pipelines_sharing_a_thread_each_redact_by_their_own_rules() {
+    fn log_password(dispatch: &tracing::Dispatch, seq: u64) {
+        tracing::dispatcher::with_default(dispatch, || {
+            tracing::info!(seq, password = "hunter2", note = "n", "m");
+        });
+    }
+    let start_on_this_runtime = |redaction: Redaction, out: &Collected| {
+        support::start_async(
+            fapilog::builder()
+                .runtime(tokio::runtime::Handle::current())
+                .redaction(redaction)
+                .sink(out.sink()),
+        )
+    };
+    let (hidden, shown) = (Collected::new(), Collected::new());
+    let (hiding, hiding_guard) = start_on_this_runtime(Redaction::default(), &hidden).await;
+    let (showing, showing_guard) = start_on_this_runtime(Redaction::none(), &shown).await;
+    let keeping_password = Redaction::default().keys(["ssn"]);
+    let kept = Collected::new();
+    let (keeping, keeping_guard) = start_on_this_runtime(keeping_password, &kept).await;
+    for seq in 0..20 {
+        // Either redactor may be the first to judge the call site on this
+        // thread; the sleeps let the workers (on this thread) take each
+        // event as it comes.
+        let order = if seq % 2 == 0 {
+            [&keeping, &hiding, &showing]
+        } else {
+            [&hiding, &keeping, &showing]
+        };
+        for dispatch in order {
+            log_password(dispatch, seq);
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    hiding_guard.shutdown().await;
+    showing_guard.shutdown().await;
+    keeping_guard.shutdown().await;
+    for (out, want) in [
+        (&hidden, json!(REDACTED)),
+        (&shown, json!("hunter2")),
+        (&kept, json!("hunter2")),
+    ] {
+        let events = out.app_events();
+        assert_eq!(events.len(), 20);
+        for e in &events {
+            assert_eq!(e.field("password"), Some(&want));
+            assert_eq!(e.field("note"), Some(&json!("n")));
+        }
+    }
+}

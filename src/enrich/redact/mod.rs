@@ -225,6 +225,13 @@ thread_local! {
         const { [const { Cell::new((0, 0, u64::MAX, false)) }; RECENT] };
 }
 
+thread_local! {
+    /// Verdicts on call sites (metadata address, redactor id, whether any
+    /// of its field names is secret), direct-mapped by address.
+    static CALL_SITES: [Cell<(usize, u64, bool)>; RECENT] =
+        const { [const { Cell::new((0, u64::MAX, false)) }; RECENT] };
+}
+
 /// Slots of `RECENT_NAMES`.
 const RECENT: usize = 64;
 
@@ -374,7 +381,15 @@ impl Redactor {
     }
 
     fn redact(&self, event: &mut Event, spans: &mut SpanCache) {
-        self.redact_fields(&mut event.fields);
+        match event.site.call_site() {
+            // No name of the call site is secret: only values are looked at.
+            Some(site) if !self.call_site_has_secret(site) => {
+                for (_, v) in &mut event.fields {
+                    self.redact_value(v);
+                }
+            }
+            _ => self.redact_fields(&mut event.fields),
+        }
         self.redact_added(&mut event.extra);
         if event.spans.iter().any(|span| self.span_needs(span)) {
             // Copies the chain (references only), then each span to redact
@@ -399,6 +414,24 @@ impl Redactor {
         {
             *message = hidden.into();
         }
+    }
+
+    /// Whether any field the call site names is secret, remembered per
+    /// thread by the metadata's address: one look-up per event, not one
+    /// per field.
+    fn call_site_has_secret(&self, site: &'static tracing::Metadata<'static>) -> bool {
+        let addr = site as *const tracing::Metadata<'static> as usize;
+        let slot = ((addr >> 4) ^ (addr >> 12)) % RECENT;
+        let known = CALL_SITES.with(|c| c[slot].get());
+        if known.0 == addr && known.1 == self.id {
+            return known.2;
+        }
+        let verdict = site
+            .fields()
+            .iter()
+            .any(|f| self.is_secret_name(&Cow::Borrowed(f.name())));
+        CALL_SITES.with(|c| c[slot].set((addr, self.id, verdict)));
+        verdict
     }
 
     /// [`is_secret`](Self::is_secret), remembered for names that live as
