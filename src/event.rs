@@ -456,9 +456,34 @@ pub struct SpanRecord {
     /// a span is judged once, not once for every event logged in it.
     /// Reset whenever its fields change.
     pub(crate) redaction: std::sync::OnceLock<(u64, bool)>,
+    /// The span as the JSON formatter writes it, rendered once for all
+    /// the events logged in it. Reset whenever its fields change.
+    pub(crate) json: std::sync::OnceLock<Box<[u8]>>,
 }
 
 impl SpanRecord {
+    /// A record of a span's fields, judged and rendered when first needed.
+    pub(crate) fn new(
+        name: &'static str,
+        fields: Vec<(FieldName, Value)>,
+        trace: Option<TraceContext>,
+    ) -> Self {
+        SpanRecord {
+            name,
+            fields,
+            trace,
+            redaction: Default::default(),
+            json: Default::default(),
+        }
+    }
+
+    /// Forgets what was judged or rendered of the fields: they are about to
+    /// change.
+    pub(crate) fn fields_changed(&mut self) {
+        self.redaction = Default::default();
+        self.json = Default::default();
+    }
+
     /// The span's name, as given to the `span!` macro.
     pub fn name(&self) -> &str {
         self.name
@@ -610,12 +635,7 @@ impl Event {
             .collect();
         let trace = trace_of(&fields);
         let mut spans = self.spans.to_vec();
-        spans.push(Arc::new(SpanRecord {
-            name,
-            fields,
-            trace,
-            redaction: Default::default(),
-        }));
+        spans.push(Arc::new(SpanRecord::new(name, fields, trace)));
         self.spans = spans.into();
         if self.trace.is_none() {
             self.trace = self.spans.iter().rev().find_map(|s| s.trace);

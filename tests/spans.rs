@@ -232,3 +232,103 @@ fn an_ancestor_recording_late_is_seen_by_later_events_of_its_descendants() {
         assert_eq!(names, ["request", "handler"]);
     }
 }
+
+/// A span is written to a file as it was when each event was logged: what
+/// is recorded on it later shows in later lines only, and a secret recorded
+/// later is hidden (each line's spans are the event's, not a rendering
+/// kept from an earlier event).
+#[test]
+fn each_line_shows_its_spans_as_they_were_when_it_was_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.log");
+    let (dispatch, guard) = start(
+        fapilog::builder()
+            .batch_size(1)
+            .file(fapilog::sink::FileSink::builder(&path)),
+    );
+    tracing::dispatcher::with_default(&dispatch, || {
+        let span = tracing::info_span!(
+            "job",
+            state = "queued",
+            token = tracing::field::Empty,
+            n = tracing::field::Empty
+        );
+        let _e = span.enter();
+        // Each phase waits for the last to be written (its spans rendered).
+        let written = |n: usize| {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while std::fs::read_to_string(&path).map_or(0, |t| t.lines().count()) < n {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{n} lines not written"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        };
+        for i in 0..3u64 {
+            tracing::info!(i, "queued");
+        }
+        written(3);
+        span.record("state", "running");
+        span.record("token", "s3cr3t");
+        for i in 0..3u64 {
+            tracing::info!(i, "running");
+        }
+        written(6);
+        span.record("n", 7u64);
+        tracing::info!("last");
+    });
+    assert_eq!(guard.shutdown_blocking().emitted, 7);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(!text.contains("s3cr3t"), "{text}");
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 7);
+    for (i, line) in lines.iter().enumerate() {
+        let fields = &line["spans"][0]["fields"];
+        let want = match i {
+            0..=2 => serde_json::json!({"state": "queued"}),
+            3..=5 => serde_json::json!({"state": "running", "token": fapilog::enrich::REDACTED}),
+            _ => {
+                serde_json::json!({"state": "running", "token": fapilog::enrich::REDACTED, "n": 7})
+            }
+        };
+        assert_eq!(fields, &want, "line {i}: {}", line);
+    }
+}
+
+/// Each line names its own call site (target, module, file, line), for call
+/// sites logged in turn, many times each.
+#[test]
+fn each_line_names_its_call_site() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.log");
+    let (dispatch, guard) = start(fapilog::builder().file(fapilog::sink::FileSink::builder(&path)));
+    let mut want = Vec::new();
+    tracing::dispatcher::with_default(&dispatch, || {
+        for i in 0..50u64 {
+            if i % 3 == 0 {
+                want.push(("spans", line!() + 1));
+                tracing::info!(i, "a");
+            } else {
+                want.push(("billing::audit", line!() + 1));
+                tracing::warn!(target: "billing::audit", i, "b");
+            }
+        }
+    });
+    assert_eq!(guard.shutdown_blocking().emitted, 50);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), want.len());
+    for (line, (target, number)) in lines.iter().zip(&want) {
+        assert_eq!(line["target"], *target, "{line}");
+        assert_eq!(line["module"], module_path!(), "{line}");
+        assert_eq!(line["file"], file!(), "{line}");
+        assert_eq!(line["line"], *number, "{line}");
+    }
+}

@@ -172,12 +172,7 @@ where
         let mut visitor = FieldVisitor::new(false);
         attrs.record(&mut visitor);
         let trace = self.trace_of(&visitor.fields);
-        let record = SpanRecord {
-            name: attrs.metadata().name(),
-            fields: visitor.fields,
-            trace,
-            redaction: Default::default(),
-        };
+        let record = SpanRecord::new(attrs.metadata().name(), visitor.fields, trace);
         span.extensions_mut().replace(SpanFields::new(record));
     }
 
@@ -191,8 +186,9 @@ where
             // With two fapilog layers this runs twice; replacing a value by
             // name makes the second run a no-op.
             let record = Arc::make_mut(record);
-            // New fields: redaction judges the span again.
-            record.redaction = Default::default();
+            // New fields: redaction judges the span again, and it is
+            // rendered again.
+            record.fields_changed();
             if let Some(trace) = self.trace_of(&visitor.fields) {
                 record.trace = Some(trace);
             }

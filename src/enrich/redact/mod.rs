@@ -401,7 +401,7 @@ impl Redactor {
                 let key = Arc::as_ptr(span) as usize;
                 let redacted = spans.entry(key).or_insert_with(|| {
                     let mut copy = SpanRecord::clone(span);
-                    copy.redaction = Default::default();
+                    copy.fields_changed();
                     self.redact_fields(&mut copy.fields);
                     Arc::new(copy)
                 });

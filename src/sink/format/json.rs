@@ -15,8 +15,11 @@ pub(crate) fn write_event(buf: &mut Vec<u8>, event: &Event) {
         buf.extend_from_slice(b",\"message\":");
         write_utf8(buf, m.as_bytes());
     }
-    buf.extend_from_slice(b",\"target\":");
-    write_str(buf, event.target());
+    let site = event.site.call_site().map(rendered_site);
+    match &site {
+        Some(site) => buf.extend_from_slice(&site.target),
+        None => write_target(buf, event.target()),
+    }
     if let Some(t) = &event.trace {
         buf.extend_from_slice(b",\"trace_id\":\"");
         push_hex(buf, &t.trace_id_bytes());
@@ -34,13 +37,18 @@ pub(crate) fn write_event(buf: &mut Vec<u8>, event: &Event) {
             if i > 0 {
                 buf.push(b',');
             }
-            buf.extend_from_slice(b"{\"name\":");
-            write_str(buf, span.name);
-            if !span.fields.is_empty() {
-                buf.extend_from_slice(b",\"fields\":");
-                write_map(buf, &span.fields);
-            }
-            buf.push(b'}');
+            // Rendered once for all the events of the span.
+            buf.extend_from_slice(span.json.get_or_init(|| {
+                let mut out = Vec::with_capacity(64);
+                out.extend_from_slice(b"{\"name\":");
+                write_str(&mut out, span.name);
+                if !span.fields.is_empty() {
+                    out.extend_from_slice(b",\"fields\":");
+                    write_map(&mut out, &span.fields);
+                }
+                out.push(b'}');
+                out.into_boxed_slice()
+            }));
         }
         buf.push(b']');
     }
@@ -62,17 +70,9 @@ pub(crate) fn write_event(buf: &mut Vec<u8>, event: &Event) {
         }
         buf.push(b'}');
     }
-    if let Some(m) = event.module_path() {
-        buf.extend_from_slice(b",\"module\":");
-        write_str(buf, m);
-    }
-    if let Some(f) = event.file() {
-        buf.extend_from_slice(b",\"file\":");
-        write_str(buf, f);
-    }
-    if let Some(l) = event.line() {
-        buf.extend_from_slice(b",\"line\":");
-        buf.extend_from_slice(itoa::Buffer::new().format(l).as_bytes());
+    match &site {
+        Some(site) => buf.extend_from_slice(&site.location),
+        None => write_location(buf, event.module_path(), event.file(), event.line()),
     }
     if let Some(t) = &event.thread_name {
         buf.extend_from_slice(b",\"thread_name\":");
@@ -83,6 +83,69 @@ pub(crate) fn write_event(buf: &mut Vec<u8>, event: &Event) {
         buf.extend_from_slice(itoa::Buffer::new().format(event.thread_id).as_bytes());
     }
     buf.extend_from_slice(b"}\n");
+}
+
+fn write_target(buf: &mut Vec<u8>, target: &str) {
+    buf.extend_from_slice(b",\"target\":");
+    write_str(buf, target);
+}
+
+fn write_location(buf: &mut Vec<u8>, module: Option<&str>, file: Option<&str>, line: Option<u32>) {
+    if let Some(m) = module {
+        buf.extend_from_slice(b",\"module\":");
+        write_str(buf, m);
+    }
+    if let Some(f) = file {
+        buf.extend_from_slice(b",\"file\":");
+        write_str(buf, f);
+    }
+    if let Some(l) = line {
+        buf.extend_from_slice(b",\"line\":");
+        buf.extend_from_slice(itoa::Buffer::new().format(l).as_bytes());
+    }
+}
+
+/// A call site's target and location as written, rendered once.
+struct RenderedSite {
+    target: Box<[u8]>,
+    location: Box<[u8]>,
+}
+
+/// Slots of `SITES`.
+const SITE_SLOTS: usize = 256;
+
+/// A slot of `SITES`: the metadata's address and its rendering.
+type SiteSlot = Option<(usize, std::rc::Rc<RenderedSite>)>;
+
+thread_local! {
+    /// Call sites rendered on this thread, direct-mapped by the address of
+    /// their metadata (a call site another one pushed out is rendered
+    /// again): every event of a call site has the same target, module,
+    /// file and line.
+    static SITES: std::cell::RefCell<Vec<SiteSlot>> = std::cell::RefCell::new(vec![None; SITE_SLOTS]);
+}
+
+fn rendered_site(meta: &'static tracing::Metadata<'static>) -> std::rc::Rc<RenderedSite> {
+    let addr = meta as *const tracing::Metadata<'static> as usize;
+    let slot = ((addr >> 4) ^ (addr >> 12)) % SITE_SLOTS;
+    SITES.with(|sites| {
+        let mut sites = sites.borrow_mut();
+        if let Some((a, site)) = &sites[slot]
+            && *a == addr
+        {
+            return site.clone();
+        }
+        let mut target = Vec::new();
+        write_target(&mut target, meta.target());
+        let mut location = Vec::new();
+        write_location(&mut location, meta.module_path(), meta.file(), meta.line());
+        let site = std::rc::Rc::new(RenderedSite {
+            target: target.into_boxed_slice(),
+            location: location.into_boxed_slice(),
+        });
+        sites[slot] = Some((addr, site.clone()));
+        site
+    })
 }
 
 fn write_map(buf: &mut Vec<u8>, fields: &[(FieldName, Value)]) {
