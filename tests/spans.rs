@@ -332,3 +332,31 @@ fn each_line_names_its_call_site() {
         assert_eq!(line["line"], *number, "{line}");
     }
 }
+
+/// Field names that need escaping are escaped, beside plain ones, in the
+/// file's JSON lines.
+#[test]
+fn field_names_that_need_escaping_are_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.log");
+    let (dispatch, guard) = start(fapilog::builder().file(fapilog::sink::FileSink::builder(&path)));
+    tracing::dispatcher::with_default(&dispatch, || {
+        for _ in 0..3 {
+            tracing::info!(plain = 1, "we\"ird\\name" = 2, "tab\there" = 3, "m");
+            tracing::info!(plain = 4, "m");
+        }
+    });
+    assert_eq!(guard.shutdown_blocking().emitted, 6);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect();
+    for pair in lines.chunks(2) {
+        assert_eq!(
+            pair[0]["fields"],
+            serde_json::json!({"plain": 1, "we\"ird\\name": 2, "tab\there": 3})
+        );
+        assert_eq!(pair[1]["fields"], serde_json::json!({"plain": 4}));
+    }
+}

@@ -29,7 +29,11 @@ pub(crate) fn write_event(buf: &mut Vec<u8>, event: &Event) {
     }
     if !event.fields.is_empty() {
         buf.extend_from_slice(b",\"fields\":");
-        write_map(buf, &event.fields);
+        match &site {
+            // The event's field names are its call site's, all plain.
+            Some(site) if site.plain_names => write_plain_map(buf, &event.fields),
+            _ => write_map(buf, &event.fields),
+        }
     }
     if !event.spans.is_empty() {
         buf.extend_from_slice(b",\"spans\":[");
@@ -109,6 +113,8 @@ fn write_location(buf: &mut Vec<u8>, module: Option<&str>, file: Option<&str>, l
 struct RenderedSite {
     target: Box<[u8]>,
     location: Box<[u8]>,
+    /// No field name of the call site needs an escape.
+    plain_names: bool,
 }
 
 /// Slots of `SITES`.
@@ -142,10 +148,29 @@ fn rendered_site(meta: &'static tracing::Metadata<'static>) -> std::rc::Rc<Rende
         let site = std::rc::Rc::new(RenderedSite {
             target: target.into_boxed_slice(),
             location: location.into_boxed_slice(),
+            plain_names: meta
+                .fields()
+                .iter()
+                .all(|f| !needs_escape(f.name().as_bytes())),
         });
         sites[slot] = Some((addr, site.clone()));
         site
     })
+}
+
+/// [`write_map`] of fields whose names need no escape.
+fn write_plain_map(buf: &mut Vec<u8>, fields: &[(FieldName, Value)]) {
+    buf.push(b'{');
+    for (i, (k, v)) in fields.iter().enumerate() {
+        if i > 0 {
+            buf.push(b',');
+        }
+        buf.push(b'"');
+        buf.extend_from_slice(k.as_bytes());
+        buf.extend_from_slice(b"\":");
+        write_value(buf, v);
+    }
+    buf.push(b'}');
 }
 
 fn write_map(buf: &mut Vec<u8>, fields: &[(FieldName, Value)]) {
