@@ -11,7 +11,11 @@
 //! section and is the first to go, so a stream of one-hit keys (a cold
 //! start, a scan) costs a map insert and an O(1) eviction each and does not
 //! push out the hot keys; a key evicted from there and seen again is
-//! admitted as hot (it is remembered as a "ghost" hash). It replaced
+//! admitted as hot (it is remembered as a "ghost" hash). While the cache
+//! is full, a fetched key is not even inserted at its first sighting, only
+//! at its second (a doorkeeper of two bits per key): a cold stream then
+//! costs neither an insert nor an eviction per key, for one more fetch of
+//! a key that turns out to be hot. It replaced
 //! `moka`, whose insert path (concurrent table rehashes, a housekeeping
 //! pass, a frequency sketch) was 35–40% of the worker's CPU per cold event.
 //!
@@ -24,6 +28,7 @@
 //! entry not read again, and never hold more than the bounds. Errors are
 //! never cached.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -105,6 +110,10 @@ type Inner = quick_cache::sync::Cache<
 
 pub(crate) struct LookupCache {
     inner: Inner,
+    /// The inner cache's weight capacity and shard count.
+    capacity: u64,
+    shards: u64,
+    doorkeeper: Doorkeeper,
     cfg: CacheConfig,
     /// The least weight of an entry: `max_bytes / max_entries`.
     floor: u64,
@@ -145,7 +154,10 @@ impl LookupCache {
             quick_cache::sync::DefaultLifecycle::default(),
         );
         LookupCache {
+            capacity: inner.capacity(),
+            shards: inner.num_shards() as u64,
             inner,
+            doorkeeper: Doorkeeper::new(max_entries),
             cfg,
             floor,
             refresh_window,
@@ -196,8 +208,23 @@ impl LookupCache {
         self.insert_aged(key, value, Duration::ZERO);
     }
 
-    /// [`insert`](Self::insert) of a value whose [`value_size`] is known.
+    /// [`insert`](Self::insert) of a fetched miss whose [`value_size`] is
+    /// known. While the cache is full, a key is admitted at its second
+    /// sighting only (see [`Doorkeeper`]): a stream of keys seen once (a
+    /// cold start, a scan) then pays neither an insert nor an eviction
+    /// each, and pushes nothing out.
     pub(crate) fn insert_sized(&self, key: Key, value: Option<SharedValue>, size: usize) {
+        // Full when some shard may have no room left for this entry (each
+        // is bounded by its share of the weight).
+        let weight = ((key_size(&key) + size) as u64).max(self.floor);
+        let full = self
+            .inner
+            .weight()
+            .saturating_add(weight.saturating_mul(self.shards))
+            > self.capacity;
+        if full && !self.doorkeeper.seen_before(&key) && !self.inner.contains_key(&key) {
+            return;
+        }
         self.put(key, value, Duration::ZERO, size);
     }
 
@@ -240,6 +267,56 @@ impl LookupCache {
     /// Entries held.
     pub(crate) fn entry_count(&self) -> u64 {
         self.inner.len() as u64
+    }
+}
+
+/// Keys seen while the cache was full, as two bits set per key: a key
+/// whose bits are both set was (very likely) seen before. It forgets by
+/// being cleared after as many sightings as a quarter of its bits, so a key
+/// seen twice far apart is not admitted for it. A false "seen" admits a key
+/// early, which costs what admitting every key costs; it is never wrong.
+struct Doorkeeper {
+    bits: Box<[AtomicU64]>,
+    /// Bit index mask (the bit count is a power of two).
+    mask: u64,
+    sightings: AtomicU64,
+    forget_after: u64,
+    hasher: foldhash::fast::RandomState,
+}
+
+impl Doorkeeper {
+    fn new(max_entries: u64) -> Self {
+        // Eight bits a key the cache can hold: two set per key, cleared
+        // when a quarter are, about.
+        let bits = max_entries
+            .saturating_mul(8)
+            .clamp(1 << 12, 1 << 24)
+            .next_power_of_two();
+        Doorkeeper {
+            bits: (0..bits / 64).map(|_| AtomicU64::new(0)).collect(),
+            mask: bits - 1,
+            sightings: AtomicU64::new(0),
+            forget_after: bits / 8,
+            hasher: foldhash::fast::RandomState::default(),
+        }
+    }
+
+    /// Whether `key` was seen since the last clearing; marks it seen.
+    fn seen_before(&self, key: &Key) -> bool {
+        use std::hash::BuildHasher;
+        let h = self.hasher.hash_one(key);
+        let set = |bit: u64| {
+            let mask = 1u64 << (bit % 64);
+            self.bits[(bit / 64) as usize].fetch_or(mask, Ordering::Relaxed) & mask != 0
+        };
+        let (a, b) = (set(h & self.mask), set((h >> 32) & self.mask));
+        if self.sightings.fetch_add(1, Ordering::Relaxed) + 1 >= self.forget_after {
+            self.sightings.store(0, Ordering::Relaxed);
+            for word in &self.bits {
+                word.store(0, Ordering::Relaxed);
+            }
+        }
+        a && b
     }
 }
 
@@ -308,6 +385,52 @@ mod tests {
         assert!(
             (1..=8).contains(&n),
             "cache holds {n} entries of 1 MiB, bound is 8 MiB"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_cache_admits_a_fetched_key_at_its_second_sighting() {
+        let c = LookupCache::new(
+            CacheConfig {
+                max_entries: 100,
+                max_bytes: 100 * 64,
+                ..cfg()
+            },
+            Duration::ZERO,
+            1 << 10,
+        );
+        let v = |i: i64| Some(SharedValue::new(Value::from(i)));
+        let size = value_size(&Value::from(0));
+        // Not full: every fetched key is kept.
+        for i in 0..50i64 {
+            c.insert_sized(Key::from(i), v(i), size);
+        }
+        assert!((0..50i64).all(|i| c.get(&Key::from(i), Instant::now()) != Cached::Miss));
+        for i in 50..200i64 {
+            c.insert_sized(Key::from(i), v(i), size);
+        }
+        // Full now: a key seen once is not kept, and pushes nothing out...
+        let before = c.entry_count();
+        c.insert_sized(Key::from(1_000i64), v(1_000), size);
+        assert_eq!(c.get(&Key::from(1_000i64), Instant::now()), Cached::Miss);
+        assert_eq!(c.entry_count(), before);
+        // ...seen again, it is.
+        c.insert_sized(Key::from(1_000i64), v(1_000), size);
+        assert_eq!(
+            c.get(&Key::from(1_000i64), Instant::now()),
+            Cached::Found(SharedValue::new(Value::from(1_000)))
+        );
+        // A key the cache holds (stale, say) is replaced at once.
+        let held = (0..200i64)
+            .map(Key::from)
+            .find(|k| c.get(k, Instant::now()) != Cached::Miss)
+            .expect("the cache holds some key");
+        tokio::time::advance(Duration::from_secs(61)).await;
+        assert!(matches!(c.get(&held, Instant::now()), Cached::Stale(_)));
+        c.insert_sized(held.clone(), v(-1), size);
+        assert_eq!(
+            c.get(&held, Instant::now()),
+            Cached::Found(SharedValue::new(Value::from(-1)))
         );
     }
 
