@@ -218,7 +218,9 @@ impl<L: Lookup> LookupEnricherBuilder<L> {
         self
     }
 
-    /// The most keys the cache holds.
+    /// The most keys the cache holds. Keys read once are the first to go;
+    /// while the cache is full, a fetched key is kept only when it is
+    /// fetched a second time (a stream of one-off keys pushes nothing out).
     #[must_use]
     pub fn max_entries(mut self, entries: u64) -> Self {
         self.cache.max_entries = entries;
