@@ -236,16 +236,16 @@ thread_local! {
 const RECENT: usize = 64;
 
 /// Longest name `OWNED_NAMES` keeps.
-const OWNED_NAME: usize = 30;
+const OWNED_NAME: usize = 16;
 
-/// A verdict on a name that is not static, kept with the name itself so a
-/// hit is exact (a name colliding with another in the slot is never given
-/// the other's verdict).
+/// A verdict on a name that is not static, kept with the name itself (its
+/// bytes as two words, zero-padded) so a hit is exact: a name colliding
+/// with another in the slot is never given the other's verdict.
 #[derive(Clone, Copy)]
 struct OwnedVerdict {
     id: u64,
+    words: [u64; 2],
     len: u8,
-    name: [u8; OWNED_NAME],
     secret: bool,
 }
 
@@ -257,8 +257,8 @@ thread_local! {
         [const {
             Cell::new(OwnedVerdict {
                 id: u64::MAX,
+                words: [0; 2],
                 len: 0,
-                name: [0; OWNED_NAME],
                 secret: false,
             })
         }; RECENT]
@@ -336,15 +336,19 @@ impl Redactor {
         if bytes.len() > OWNED_NAME {
             return self.is_secret(name);
         }
-        let mut h = bytes.len() as u64;
-        for &b in bytes {
-            h = (h.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-        }
+        let mut padded = [0u8; OWNED_NAME];
+        padded[..bytes.len()].copy_from_slice(bytes);
+        let word = |i: usize| u64::from_le_bytes(padded[i..i + 8].try_into().unwrap_or([0; 8]));
+        let words = [word(0), word(8)];
+        let h = (words[0] ^ (bytes.len() as u64).rotate_left(56))
+            .wrapping_mul(0x51_7c_c1_b7_27_22_0a_95)
+            .rotate_left(26)
+            ^ words[1];
+        let h = h.wrapping_mul(0x9e_37_79_b9_7f_4a_7c_15);
         // Two ways per set: names that share a set do not evict each other.
         let set = (h >> 59) as usize * 2;
-        let matches = |v: &OwnedVerdict| {
-            v.id == self.id && usize::from(v.len) == bytes.len() && &v.name[..bytes.len()] == bytes
-        };
+        let len = bytes.len() as u8;
+        let matches = |v: &OwnedVerdict| v.id == self.id && v.len == len && v.words == words;
         if let Some(secret) = OWNED_NAMES.with(|m| {
             let (first, second) = (m[set].get(), m[set + 1].get());
             if matches(&first) {
@@ -358,13 +362,12 @@ impl Redactor {
             return secret;
         }
         let secret = self.is_secret(name);
-        let mut entry = OwnedVerdict {
+        let entry = OwnedVerdict {
             id: self.id,
-            len: bytes.len() as u8,
-            name: [0; OWNED_NAME],
+            words,
+            len,
             secret,
         };
-        entry.name[..bytes.len()].copy_from_slice(bytes);
         OWNED_NAMES.with(|m| {
             m[set + 1].set(m[set].get());
             m[set].set(entry);
