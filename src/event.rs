@@ -168,6 +168,7 @@ impl Site {
     }
 
     /// The target, without a copy when it is static.
+    #[cfg(feature = "otlp")]
     pub(crate) fn target_cow(&self) -> Cow<'static, str> {
         match self {
             Site::Static(m) => Cow::Borrowed(m.target()),
