@@ -219,9 +219,7 @@ impl Message {
             Message::Heap(s) => s,
         }
     }
-}
 
-impl Message {
     /// The message's bytes, UTF-8 (without checking them again).
     pub(crate) fn as_bytes(&self) -> &[u8] {
         match self {
