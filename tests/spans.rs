@@ -4,8 +4,11 @@
 
 mod support;
 
-use fapilog::{Event, Value};
-use support::{Collected, start};
+use std::path::{Path, PathBuf};
+
+use fapilog::{Event, Guard, Value};
+use support::{Collected, start, wait_until};
+use tracing::Dispatch;
 
 /// Runs `f` under a fresh pipeline and returns the events it captured.
 fn capture(f: impl FnOnce()) -> Vec<Event> {
@@ -233,19 +236,31 @@ fn an_ancestor_recording_late_is_seen_by_later_events_of_its_descendants() {
     }
 }
 
+/// A pipeline writing JSON lines to a file in a fresh directory (which
+/// lives as long as the returned `TempDir`).
+fn to_file(builder: fapilog::Builder) -> (tempfile::TempDir, PathBuf, Dispatch, Guard) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.log");
+    let (dispatch, guard) = start(builder.file(fapilog::sink::FileSink::builder(&path)));
+    (dir, path, dispatch, guard)
+}
+
+/// The file's lines, each parsed as JSON.
+fn json_lines(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect()
+}
+
 /// A span is written to a file as it was when each event was logged: what
 /// is recorded on it later shows in later lines only, and a secret recorded
 /// later is hidden (each line's spans are the event's, not a rendering
 /// kept from an earlier event).
 #[test]
 fn each_line_shows_its_spans_as_they_were_when_it_was_logged() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("app.log");
-    let (dispatch, guard) = start(
-        fapilog::builder()
-            .batch_size(1)
-            .file(fapilog::sink::FileSink::builder(&path)),
-    );
+    let (_dir, path, dispatch, guard) = to_file(fapilog::builder().batch_size(1));
     tracing::dispatcher::with_default(&dispatch, || {
         let span = tracing::info_span!(
             "job",
@@ -256,14 +271,8 @@ fn each_line_shows_its_spans_as_they_were_when_it_was_logged() {
         let _e = span.enter();
         // Each phase waits for the last to be written (its spans rendered).
         let written = |n: usize| {
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-            while std::fs::read_to_string(&path).map_or(0, |t| t.lines().count()) < n {
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "{n} lines not written"
-                );
-                std::thread::sleep(std::time::Duration::from_millis(5));
-            }
+            let lines = || std::fs::read_to_string(&path).map_or(0, |t| t.lines().count());
+            assert!(wait_until(|| lines() >= n), "{n} lines not written");
         };
         for i in 0..3u64 {
             tracing::info!(i, "queued");
@@ -281,10 +290,7 @@ fn each_line_shows_its_spans_as_they_were_when_it_was_logged() {
     assert_eq!(guard.shutdown_blocking().emitted, 7);
     let text = std::fs::read_to_string(&path).unwrap();
     assert!(!text.contains("s3cr3t"), "{text}");
-    let lines: Vec<serde_json::Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = json_lines(&path);
     assert_eq!(lines.len(), 7);
     for (i, line) in lines.iter().enumerate() {
         let fields = &line["spans"][0]["fields"];
@@ -303,9 +309,7 @@ fn each_line_shows_its_spans_as_they_were_when_it_was_logged() {
 /// sites logged in turn, many times each.
 #[test]
 fn each_line_names_its_call_site() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("app.log");
-    let (dispatch, guard) = start(fapilog::builder().file(fapilog::sink::FileSink::builder(&path)));
+    let (_dir, path, dispatch, guard) = to_file(fapilog::builder());
     let mut want = Vec::new();
     tracing::dispatcher::with_default(&dispatch, || {
         for i in 0..50u64 {
@@ -319,11 +323,7 @@ fn each_line_names_its_call_site() {
         }
     });
     assert_eq!(guard.shutdown_blocking().emitted, 50);
-    let text = std::fs::read_to_string(&path).unwrap();
-    let lines: Vec<serde_json::Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = json_lines(&path);
     assert_eq!(lines.len(), want.len());
     for (line, (target, number)) in lines.iter().zip(&want) {
         assert_eq!(line["target"], *target, "{line}");
@@ -337,9 +337,7 @@ fn each_line_names_its_call_site() {
 /// file's JSON lines.
 #[test]
 fn field_names_that_need_escaping_are_escaped() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("app.log");
-    let (dispatch, guard) = start(fapilog::builder().file(fapilog::sink::FileSink::builder(&path)));
+    let (_dir, path, dispatch, guard) = to_file(fapilog::builder());
     tracing::dispatcher::with_default(&dispatch, || {
         for _ in 0..3 {
             tracing::info!(plain = 1, "we\"ird\\name" = 2, "tab\there" = 3, "m");
@@ -347,11 +345,7 @@ fn field_names_that_need_escaping_are_escaped() {
         }
     });
     assert_eq!(guard.shutdown_blocking().emitted, 6);
-    let text = std::fs::read_to_string(&path).unwrap();
-    let lines: Vec<serde_json::Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
-        .collect();
+    let lines = json_lines(&path);
     for pair in lines.chunks(2) {
         assert_eq!(
             pair[0]["fields"],

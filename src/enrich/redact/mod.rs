@@ -223,9 +223,6 @@ thread_local! {
     /// this costs a few instructions where the map costs a hash and a probe.
     static RECENT_NAMES: [Cell<(usize, usize, u64, bool)>; RECENT] =
         const { [const { Cell::new((0, 0, u64::MAX, false)) }; RECENT] };
-}
-
-thread_local! {
     /// Verdicts on call sites (metadata address, redactor id, whether any
     /// of its field names is secret), direct-mapped by address.
     static CALL_SITES: [Cell<(usize, u64, bool)>; RECENT] =
